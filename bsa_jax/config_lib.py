@@ -1,0 +1,102 @@
+"""The config schema: every key the trainer, data, model and eval code read, with defaults.
+
+Experiment configs in `configs/` start from `base_config()` and override values; they never add keys
+the code does not read. The returned config is locked by `launch.py`, so a mistyped
+`--config.train.lrr=...` fails before anything compiles and ml_collections names the nearest key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+
+import ml_collections as mlc
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def default_data_root() -> str:
+  """Where datasets live: $BSA_DATA_DIR, else `../shared/data` beside the repository."""
+  return os.environ.get("BSA_DATA_DIR") or os.path.normpath(
+      os.path.join(REPO_ROOT, "..", "shared", "data"))
+
+
+def base_config() -> mlc.ConfigDict:
+  """Defaults shared by every experiment (the BSA-Net paper protocol where it says something)."""
+  c = mlc.ConfigDict()
+  c.seed = 0
+
+  # Model: `bsa_jax.models.<model_name>.Model(**config.model)`.
+  c.model_name = "bsanet"
+  c.model = mlc.ConfigDict({"variant": "paper", "num_classes": 1})
+  # Initialisation: a converted checkpoint dir (see `python -m bsa_jax.models.convert`) or ''.
+  c.model_init = ""
+  # Resume from this checkpoint dir when the workdir holds none (e.g. fine-tune a trained run).
+  c.resume = ""
+
+  c.data = mlc.ConfigDict()
+  c.data.root = ""  # '' -> $BSA_DATA_DIR or ../shared/data
+  c.data.image_size = 256
+  # "<dataset>:<split>" entries; the train entries are concatenated, val/test are scored per dataset.
+  c.data.train = ("kvasir_seg:pranet_train", "cvc_clinicdb:pranet_train")
+  c.data.val = ("kvasir_seg:pranet_val", "cvc_clinicdb:pranet_val")
+  c.data.test = ("kvasir_seg:pranet_test", "cvc_colondb:all")
+  c.data.normalize = "imagenet"
+  c.data.augment = mlc.ConfigDict({
+      "enabled": False,  # the paper trains without augmentation
+      "hflip": 0.5,
+      "vflip": 0.5,
+      "rotate90": True,
+      "scale_min": 0.75,
+      "scale_max": 1.25,
+      "color_jitter": 0.1,
+  })
+  c.data.num_workers = 0
+  c.data.prefetch = 2
+  c.data.max_train_examples = -1  # >0 keeps only the first N of the shuffled train set (smoke runs)
+  c.data.max_eval_examples = -1
+
+  c.train = mlc.ConfigDict()
+  c.train.batch_size = 16  # global, over all devices and processes
+  c.train.num_epochs = 120.0
+  c.train.num_steps = -1  # >0 overrides num_epochs
+  c.train.optimizer = "adam"
+  c.train.lr = 1e-3
+  c.train.schedule = "constant"  # constant | cosine | poly
+  c.train.warmup_steps = 0
+  c.train.weight_decay = 0.0
+  c.train.grad_clip_norm = 0.0  # 0 disables clipping
+  c.train.compute_dtype = "float32"  # float32 | bfloat16 (params stay float32)
+  c.train.loss = "structure"
+  c.train.deep_supervision_weight = 1.0  # weight of each side output's loss
+  c.train.point_loss_weight = 1.0  # Attention Rendering Module point loss
+  c.train.log_every_steps = 10
+  c.train.eval_every_epochs = 5.0
+  c.train.checkpoint_every_steps = 500
+  c.train.keep_checkpoints = 3
+  c.train.progress_bar = True
+
+  c.eval = mlc.ConfigDict()
+  c.eval.batch_size = 16
+  c.eval.select_metric = "mDSC"  # chosen on the validation split only
+  c.eval.num_overlays = 16
+
+  # Device mesh: axis name -> size; -1 takes every remaining device.
+  c.mesh = mlc.ConfigDict({"data": -1})
+  return c
+
+
+def num_train_steps(config: mlc.ConfigDict, num_train_examples: int) -> tuple[int, int]:
+  """Returns (total_steps, steps_per_epoch) from `train.num_steps` or `train.num_epochs`."""
+  steps_per_epoch = max(1, num_train_examples // config.train.batch_size)
+  if config.train.num_steps > 0:
+    return int(config.train.num_steps), steps_per_epoch
+  return max(1, int(math.ceil(config.train.num_epochs * steps_per_epoch))), steps_per_epoch
+
+
+def config_hash(config: mlc.ConfigDict) -> str:
+  """A short stable hash of the resolved config, for provenance in tables."""
+  blob = json.dumps(json.loads(config.to_json_best_effort()), sort_keys=True)
+  return hashlib.sha256(blob.encode()).hexdigest()[:12]

@@ -1,0 +1,40 @@
+"""Model registry: the module path is the registry (`bsa_jax.models.<name>.Model`).
+
+Every model module exposes `Model`, a Linen module called as `Model(**config.model)` and applied as
+`logits, aux = model.apply(variables, image, train=...)` with `image` (B, H, W, 3) and `logits`
+(B, H, W, num_classes) at the input resolution; `aux` is a dict of named intermediates
+(`side_outputs` for deep supervision, attention maps, ...).
+"""
+
+import importlib
+
+from flax import linen as nn
+
+
+def get_model_module(name: str):
+  """Imports `bsa_jax.models.<name>`; a clear error names the registered modules."""
+  try:
+    return importlib.import_module(f"bsa_jax.models.{name}")
+  except ModuleNotFoundError as e:
+    if e.name != f"bsa_jax.models.{name}":
+      raise
+    raise ValueError(
+        f"Unknown model_name {name!r}: there is no module bsa_jax/models/{name}.py. "
+        f"Set --config.model_name to one of: {', '.join(available_models())}.") from None
+
+
+def get_model(name: str, **kwargs) -> nn.Module:
+  """Builds `bsa_jax.models.<name>.Model(**kwargs)`."""
+  return get_model_module(name).Model(**kwargs)
+
+
+def available_models() -> list[str]:
+  import pkgutil
+  import bsa_jax.models as pkg
+  names = []
+  for info in pkgutil.iter_modules(pkg.__path__):
+    if info.ispkg:
+      continue
+    if hasattr(importlib.import_module(f"bsa_jax.models.{info.name}"), "Model"):
+      names.append(info.name)
+  return sorted(names)
