@@ -1,0 +1,87 @@
+"""Scoring a model on evaluation sets at the original mask resolution, and writing result files.
+
+The network predicts at its training resolution; logits are resized bilinearly to each ground truth's
+original size (PraNet convention) before the polyp metrics of `bsa_jax.eval` are computed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from typing import Callable, Mapping
+
+import numpy as np
+
+from bsa_jax import config_lib
+from bsa_jax import viz
+from bsa_jax.eval import metrics as metrics_lib
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+  return 1.0 / (1.0 + np.exp(-x))
+
+
+def evaluate_sets(predict: Callable[[np.ndarray], np.ndarray], eval_sets: Mapping, *,
+                  batch_size: int, progress: bool = False, overlay_dir: str | None = None,
+                  num_overlays: int = 0) -> dict[str, float]:
+  """Scores `predict` (images (B,S,S,3) → logits (B,S,S,1)) on all images of `eval_sets`, pooled.
+
+  Returns the dataset-level metrics (`metrics_lib.METRIC_NAMES` and extras) plus `num_images`.
+  Writes up to `num_overlays` overlay pictures and an index page to `overlay_dir` if given.
+  """
+  accumulator = metrics_lib.PolypMetrics()
+  overlays = []
+  want_images = bool(overlay_dir) and num_overlays > 0
+  for eval_set in eval_sets.values():
+    batches = eval_set.batches(batch_size, with_original_images=want_images)
+    if progress:
+      from tqdm import tqdm
+      batches = tqdm(batches, total=-(-len(eval_set) // batch_size), desc=f"eval {eval_set.name}",
+                     unit="batch", leave=False)
+    for batch in batches:
+      logits = np.asarray(predict(batch["image"]), np.float32)[..., 0]  # (B, S, S)
+      for i, valid in enumerate(batch["valid"]):
+        if not valid:
+          continue
+        gt = batch["mask_orig"][i]
+        prob = sigmoid(metrics_lib.resize_prediction(logits[i], gt.shape))  # (H0, W0)
+        accumulator.update(prob, gt)
+        if want_images and len(overlays) < num_overlays:
+          overlays.append((batch["id"][i], batch["image_orig"][i], prob, gt))
+  result = dict(accumulator.result())
+  result["num_images"] = accumulator.num_images
+  if overlays:
+    viz.write_overlay_page(overlay_dir, overlays)
+  return result
+
+
+def git_commit() -> str:
+  """The repository's HEAD commit (with '+dirty' if it has uncommitted changes), or 'unknown'."""
+  try:
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=config_lib.REPO_ROOT, check=True,
+                            capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                           cwd=config_lib.REPO_ROOT, capture_output=True, text=True).stdout.strip()
+    return commit + ("+dirty" if dirty else "")
+  except (OSError, subprocess.CalledProcessError):
+    return "unknown"
+
+
+def write_results(workdir: str, results: dict[str, dict[str, float]], *, config,
+                  checkpoint_step: int) -> list[str]:
+  """Writes `results/test_metrics.json` and the paper-style Markdown/CSV tables; returns the paths."""
+  from bsa_jax.eval import tables
+  out_dir = os.path.join(workdir, "results")
+  os.makedirs(out_dir, exist_ok=True)
+  provenance = {
+      "commit": git_commit(),
+      "config_hash": config_lib.config_hash(config),
+      "checkpoint_step": int(checkpoint_step),
+      "model": config.model_name,
+      "selection": f"best validation {config.eval.select_metric}",
+  }
+  path = os.path.join(out_dir, "test_metrics.json")
+  with open(path, "w") as f:
+    json.dump({"results": results, "provenance": provenance}, f, indent=2)
+  return [path] + list(tables.write_tables(results, out_dir, provenance))
