@@ -3,9 +3,11 @@
   python launch.py --config=configs/demo.py --workdir=workdirs/demo
 
 The images are procedurally generated (bsa_jax/data/synthetic.py) on first use into
-`<data root>/synthetic_polyps`; they are not medical data and their numbers mean nothing clinically.
+`$BSA_CACHE_DIR/synthetic_polyps` (default ~/.cache/bsa_jax); they are not medical data and their numbers mean nothing clinically.
 The run ends with a metrics table in workdirs/demo/results/ and overlays in workdirs/demo/overlays/.
 """
+
+import os
 
 from bsa_jax import config_lib
 
@@ -14,6 +16,7 @@ def get_config(arg: str | None = None):
   c = config_lib.base_config()
   c.model_name = "bsanet"
   c.model.variant = "tiny"
+  c.data.root = os.environ.get("BSA_CACHE_DIR", os.path.expanduser("~/.cache/bsa_jax"))
   c.data.image_size = 64
   c.data.train = ("synthetic_polyps:paper712_train",)
   c.data.val = ("synthetic_polyps:paper712_val",)
