@@ -8,6 +8,9 @@ host with --distributed (cluster auto-detection), or give --coordinator_address/
 --process_id explicitly.
 """
 
+import difflib
+import sys
+
 from absl import app
 from absl import flags
 from absl import logging
@@ -35,6 +38,33 @@ def _init_distributed():
     jax.distributed.initialize()
 
 
+def _config_keys(config, prefix=""):
+  """Flattened dotted keys of a ConfigDict (nested dicts included)."""
+  keys = []
+  for k, v in config.items():
+    keys.append(prefix + k)
+    if hasattr(v, "items"):
+      keys += _config_keys(v, prefix + k + ".")
+  return keys
+
+
+def check_overrides(argv: list[str]) -> None:
+  """Fails fast, naming the key and the nearest valid one, on a `--config.<key>` that does not exist."""
+  config_arg = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
+  overrides = [a[len("--config."):].split("=", 1)[0] for a in argv if a.startswith("--config.")]
+  if not config_arg or not overrides:
+    return
+  from bsa_jax import config_lib  # light: ml_collections only
+  path = config_arg.partition(":")[0]
+  keys = _config_keys(config_lib.load_config(config_arg))
+  for key in overrides:
+    if key not in keys:
+      near = difflib.get_close_matches(key, keys, n=1)
+      hint = f" Did you mean --config.{near[0]}?" if near else ""
+      sys.exit(f"Unknown config key --config.{key} (not in {path}).{hint} "
+               f"Run `python -m bsa_jax.config_lib {config_arg}` to list every key.")
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
@@ -48,4 +78,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  check_overrides(sys.argv[1:])
   app.run(main)

@@ -100,3 +100,22 @@ def config_hash(config: mlc.ConfigDict) -> str:
   """A short stable hash of the resolved config, for provenance in tables."""
   blob = json.dumps(json.loads(config.to_json_best_effort()), sort_keys=True)
   return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def load_config(spec: str) -> mlc.ConfigDict:
+  """Loads `path/to/config.py[:arg]` like `--config=` does."""
+  import importlib.util
+  path, _, arg = spec.partition(":")
+  module_spec = importlib.util.spec_from_file_location("_bsa_config", path)
+  if module_spec is None:
+    raise FileNotFoundError(f"No config file at {path}")
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  return module.get_config(arg or None)
+
+
+if __name__ == "__main__":
+  import sys
+  if len(sys.argv) != 2:
+    sys.exit("usage: python -m bsa_jax.config_lib configs/<name>.py[:arg]  (prints every key)")
+  print(load_config(sys.argv[1]))

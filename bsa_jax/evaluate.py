@@ -15,7 +15,6 @@ import numpy as np
 
 from bsa_jax import config_lib
 from bsa_jax import viz
-from bsa_jax.eval import metrics as metrics_lib
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
@@ -30,6 +29,7 @@ def evaluate_sets(predict: Callable[[np.ndarray], np.ndarray], eval_sets: Mappin
   Returns the dataset-level metrics (`metrics_lib.METRIC_NAMES` and extras) plus `num_images`.
   Writes up to `num_overlays` overlay pictures and an index page to `overlay_dir` if given.
   """
+  from bsa_jax.eval import metrics as metrics_lib  # scipy-heavy; only needed when scoring
   accumulator = metrics_lib.PolypMetrics()
   overlays = []
   want_images = bool(overlay_dir) and num_overlays > 0
