@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from bsa_jax.models import rendering
+from tests.test_attention import numpy_init
 
 
 def _random(shape, seed=0):
@@ -13,8 +14,8 @@ def _random(shape, seed=0):
 
 
 def _init(arm, coarse, fine, out_hw):
-  """Jitted `arm.init` (one compilation instead of one per eager op)."""
-  return jax.jit(lambda c, f: arm.init(jax.random.PRNGKey(0), c, f, out_hw))(coarse, fine)
+  """`arm`'s variables, filled from numpy (compiling the initialisers is slow on CPU)."""
+  return numpy_init(arm, coarse, fine, out_hw)
 
 
 def _apply(arm, variables, coarse, fine, out_hw):
