@@ -208,6 +208,7 @@ class SwinBlock(nn.Module):
     b, h, w, c = x.shape
     if c != self.dim:
       raise ValueError(f"SwinBlock(dim={self.dim}) got {c} channels")
+    x = x.astype(self.dtype)  # the residual stream is in the compute dtype too
     window, shift = effective_window((h, w), self.window_size, self.shift_size)
     has_shift = any(shift)
 

@@ -1,0 +1,199 @@
+"""Mechanical torch -> Flax mapping rules and the strict checks shared by every model family.
+
+A timm key maps to a Flax path by turning `name.<i>` into `name_<i>` and dots into slashes; the leaf
+follows the tensor: 4-D `weight` -> conv `kernel` (OIHW -> HWIO), 2-D `weight` -> dense `kernel`
+(transposed), 1-D `weight` -> norm `scale`, BatchNorm `running_mean/var` -> `batch_stats` `mean/var`.
+Every check collects all offending keys before raising (big_vision `models/common.py: merge_params`).
+"""
+
+import os
+import re
+from typing import Any, Callable, Iterable, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import traverse_util
+
+# Torch BatchNorm bookkeeping with no Flax counterpart.
+IGNORED_SOURCE_SUFFIXES = ("num_batches_tracked",)
+
+
+class ConversionError(ValueError):
+  """A strict load found unmapped keys, missing keys or shape mismatches (all listed in the message)."""
+
+
+def load_state_dict(path: str) -> dict[str, np.ndarray]:
+  """Reads a safetensors file, or a torch `.pth/.bin` with `weights_only=True` (never full pickle).
+
+  Unwraps the `model` / `state_dict` containers of original (e.g. Microsoft Swin) checkpoints.
+  """
+  if not os.path.exists(path):
+    raise FileNotFoundError(path)
+  if path.endswith(".safetensors"):
+    from safetensors.numpy import load_file
+    state_dict = load_file(path)
+  else:
+    import torch
+    state_dict = torch.load(path, map_location="cpu", weights_only=True)
+  for container in ("model", "state_dict"):
+    if isinstance(state_dict.get(container), Mapping):
+      state_dict = state_dict[container]
+  return {k: _to_numpy(v) for k, v in state_dict.items()}
+
+
+def _to_numpy(value) -> np.ndarray:
+  if isinstance(value, np.ndarray):
+    return value
+  return value.detach().cpu().numpy()  # a torch tensor
+
+
+def flax_path(torch_key: str) -> str:
+  """'layers.0.blocks.1.attn.qkv' -> 'layers_0/blocks_1/attn/qkv' (numbered children get a suffix)."""
+  return re.sub(r"\.(\d+)(?=\.|$)", r"_\1", torch_key).replace(".", "/")
+
+
+def map_leaf(torch_key: str, value: np.ndarray) -> tuple[str, str, np.ndarray]:
+  """One torch tensor -> (collection, Flax path, array) by the mechanical rules in the module docstring."""
+  module, _, leaf = torch_key.rpartition(".")
+  collection = "params"
+  if leaf == "weight":
+    if value.ndim == 4:
+      leaf, value = "kernel", value.transpose(2, 3, 1, 0)  # OIHW -> HWIO
+    elif value.ndim == 2:
+      leaf, value = "kernel", value.T  # (out, in) -> (in, out)
+    else:
+      leaf = "scale"
+  elif leaf in ("running_mean", "running_var"):
+    collection, leaf = "batch_stats", {"running_mean": "mean", "running_var": "var"}[leaf]
+  return collection, f"{flax_path(module)}/{leaf}" if module else leaf, np.asarray(value)
+
+
+def matches_any(name: str, patterns: Iterable[str]) -> bool:
+  return any(re.search(p, name) for p in patterns)
+
+
+def flatten(tree: Mapping[str, Any]) -> dict[str, Any]:
+  """Nested dict -> {'a/b/c': leaf}."""
+  return {"/".join(k): v for k, v in traverse_util.flatten_dict(dict(tree)).items()}
+
+
+def unflatten(flat: Mapping[str, Any]) -> dict[str, Any]:
+  return traverse_util.unflatten_dict({tuple(k.split("/")): v for k, v in flat.items()})
+
+
+def _shape(x) -> tuple[int, ...]:
+  return tuple(np.shape(x))
+
+
+def format_problems(title: str, problems: Mapping[str, list[str]]) -> str:
+  lines = [title]
+  for kind, keys in problems.items():
+    if keys:
+      lines.append(f"  {kind} ({len(keys)}):")
+      lines.extend(f"    {k}" for k in keys)
+  return "\n".join(lines)
+
+
+def check_tree(loaded: Mapping[str, Any], expected: Mapping[str, Any], *, what: str,
+               dont_load: Iterable[str] = (), labels: Mapping[str, str] | None = None) -> None:
+  """Raises `ConversionError` listing every unexpected key, missing key and shape mismatch.
+
+  Both trees are flat ('a/b/c' keys); `expected` leaves only need a `.shape`. Keys matched by a
+  `dont_load` regex are excused on either side. `labels` names a loaded key's origin in the message
+  (e.g. its torch key).
+  """
+  dont_load = tuple(dont_load)
+  labels = labels or {}
+
+  def name(k):
+    return f"{labels[k]} -> {k}" if k in labels else k
+
+  unexpected = sorted(name(k) for k in loaded
+                      if k not in expected and not matches_any(k, dont_load))
+  missing = sorted(k for k in expected if k not in loaded and not matches_any(k, dont_load))
+  mismatched = sorted(
+      f"{name(k)}: got {_shape(loaded[k])}, expected {_shape(expected[k])}"
+      for k in loaded if k in expected and _shape(loaded[k]) != _shape(expected[k])
+      and not matches_any(k, dont_load))
+  if unexpected or missing or mismatched:
+    raise ConversionError(format_problems(
+        f"{what}: the trees do not match (excuse keys with a dont_load regex if intended)",
+        {"unmapped keys (no place in the target)": unexpected,
+         "missing keys (target has no source)": missing,
+         "shape mismatches": mismatched}))
+
+
+def convert_state_dict(state_dict: Mapping[str, np.ndarray], model, *, input_shape: tuple[int, ...],
+                       dont_load: Iterable[str] = (), rename: Callable[[str], str] = lambda k: k,
+                       adapt: Callable[[str, np.ndarray, Any], np.ndarray] | None = None,
+                       what: str = "convert") -> dict[str, dict[str, Any]]:
+  """Maps a (timm-layout) state dict onto `model`'s variables, strictly.
+
+  The target shapes come from `jax.eval_shape(model.init)` on `input_shape`, so nothing is
+  computed. Source keys matched by `dont_load` are skipped; target paths matched by it may stay
+  unloaded.
+
+  Args:
+    state_dict: torch key -> numpy array.
+    model: the Linen module to load into.
+    input_shape: a dummy input shape for tracing `model.init`.
+    dont_load: regexes over torch keys and Flax paths ('params/...').
+    rename: torch key -> torch-style key in our naming, applied before the mechanical rules.
+    adapt: optional (flax path, array, expected leaf or None) -> array, for exact re-layouts.
+    what: name used in error messages.
+
+  Returns:
+    {'params': ..., 'batch_stats': ...} nested dicts of numpy arrays (batch_stats only if present).
+  """
+  dont_load = tuple(dont_load)
+  init = jax.eval_shape(model.init, jax.random.key(0),
+                        jax.ShapeDtypeStruct(input_shape, jnp.float32))
+  expected = flatten(init)
+  loaded, labels = {}, {}
+  for key, value in state_dict.items():
+    if key.endswith(IGNORED_SOURCE_SUFFIXES) or matches_any(key, dont_load):
+      continue
+    collection, path, array = map_leaf(rename(key), value)
+    full = f"{collection}/{path}"
+    if adapt is not None:
+      array = adapt(full, array, expected.get(full))
+    if full in loaded:
+      raise ConversionError(f"{what}: {labels[full]} and {key} both map to {full}")
+    loaded[full], labels[full] = array, key
+  check_tree(loaded, expected, what=what, dont_load=dont_load, labels=labels)
+  return unflatten(loaded)
+
+
+def merge_params(init_tree: Mapping[str, Any], loaded_tree: Mapping[str, Any],
+                 dont_load: Iterable[str] = (), *, prefix: str = "") -> dict[str, Any]:
+  """Returns `init_tree` with the leaves under `prefix` replaced by `loaded_tree`, strictly.
+
+  big_vision-style: both trees are flattened; every init leaf under `prefix` must be loaded with the
+  same shape and every loaded leaf must have a place, unless its path (relative to `prefix`) matches
+  a `dont_load` regex, in which case the init value is kept. All offending paths are reported at once.
+  Loaded leaves are cast to the init leaf's dtype.
+
+  Args:
+    init_tree: freshly initialised params (or any variable collection) of the full model.
+    loaded_tree: the tree to load, shaped like `init_tree` below `prefix`.
+    dont_load: regexes of relative paths to keep from `init_tree` (e.g. heads).
+    prefix: '/'-joined path of the sub-tree to load into, e.g. 'encoder/isam'; '' = whole tree.
+
+  Returns:
+    A new nested dict; `init_tree` is not modified.
+  """
+  flat_init = flatten(init_tree)
+  root = prefix.strip("/")
+  scope = {k[len(root) + 1:] if root else k: k for k in flat_init
+           if not root or k.startswith(root + "/")}
+  if root and not scope:
+    raise ConversionError(f"merge_params: no leaves under prefix {root!r} in the init tree")
+  flat_loaded = flatten(loaded_tree)
+  check_tree(flat_loaded, {rel: flat_init[full] for rel, full in scope.items()},
+             what=f"merge_params(prefix={root!r})", dont_load=dont_load)
+  merged = dict(flat_init)
+  for rel, full in scope.items():
+    if rel in flat_loaded and not matches_any(rel, dont_load):
+      merged[full] = np.asarray(flat_loaded[rel], dtype=flat_init[full].dtype)
+  return unflatten(merged)
