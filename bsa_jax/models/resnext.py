@@ -1,0 +1,176 @@
+"""ResNet / ResNeXt (He et al., CVPR 2016; Xie et al., CVPR 2017) in Flax Linen, ported from timm 1.x.
+
+Mirrors `timm/models/resnet.py` (the plain 7x7-stem 'v1.5' ResNet: stride on the 3x3 conv) so timm
+checkpoints load by a mechanical rename (`bsa_jax.models.convert`). Paddings are explicit and equal to
+torch's (Flax 'SAME' pads strided convs asymmetrically). Any depth, width and cardinality, including the
+narrow scratch-trained ResNeXt the BSA-Net paper's budget points to (`../shared/SPEC.md` §5.3).
+"""
+
+import functools
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+
+# timm model name -> ResNet kwargs.
+VARIANTS = {
+    "resnet18": dict(block="basic", layers=(2, 2, 2, 2)),
+    "resnet34": dict(block="basic", layers=(3, 4, 6, 3)),
+    "resnet26": dict(block="bottleneck", layers=(2, 2, 2, 2)),
+    "resnet50": dict(block="bottleneck", layers=(3, 4, 6, 3)),
+    "resnet101": dict(block="bottleneck", layers=(3, 4, 23, 3)),
+    "resnet152": dict(block="bottleneck", layers=(3, 8, 36, 3)),
+    "wide_resnet50_2": dict(block="bottleneck", layers=(3, 4, 6, 3), base_width=128),
+    "resnext50_32x4d": dict(block="bottleneck", layers=(3, 4, 6, 3), cardinality=32, base_width=4),
+    "resnext101_32x4d": dict(block="bottleneck", layers=(3, 4, 23, 3), cardinality=32, base_width=4),
+    "resnext101_32x8d": dict(block="bottleneck", layers=(3, 4, 23, 3), cardinality=32, base_width=8),
+    "resnext101_64x4d": dict(block="bottleneck", layers=(3, 4, 23, 3), cardinality=64, base_width=4),
+    # Same code paths at a fraction of the cost, for tests.
+    "test": dict(block="bottleneck", layers=(1, 1, 1, 1), widths=(8, 16, 32, 64), stem_width=16,
+                 cardinality=4, base_width=32),
+}
+
+# torch's ResNet init (kaiming normal, fan_out), for scratch training.
+_conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+
+
+def conv(features: int, kernel: int, strides: int = 1, groups: int = 1, *, dtype: Any,
+         name: str) -> nn.Conv:
+  """Bias-free k x k conv with torch's symmetric padding k // 2."""
+  pad = kernel // 2
+  return nn.Conv(features, (kernel, kernel), strides=(strides, strides),
+                 padding=((pad, pad), (pad, pad)), feature_group_count=groups, use_bias=False,
+                 kernel_init=_conv_init, dtype=dtype, name=name)
+
+
+def batch_norm(train: bool, *, dtype: Any, name: str, zero_init: bool = False) -> nn.BatchNorm:
+  """torch BatchNorm2d defaults: momentum 0.1 (Flax 0.9), eps 1e-5; statistics in 'batch_stats'."""
+  return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=dtype,
+                      scale_init=nn.initializers.zeros if zero_init else nn.initializers.ones,
+                      name=name)
+
+
+def shortcut(x, features: int, strides: int, *, train: bool, dtype: Any):
+  """Identity, or 1x1 stride-s conv + BN when the shape changes (timm `downsample.0/1`).
+
+  A function, not a module, so the layers are named `downsample_conv/bn` in the calling block.
+  """
+  if strides == 1 and x.shape[-1] == features:
+    return x
+  x = conv(features, 1, strides, dtype=dtype, name="downsample_conv")(x)
+  return batch_norm(train, dtype=dtype, name="downsample_bn")(x)
+
+
+class BasicBlock(nn.Module):
+  """ResNet-18/34 block: 3x3 (stride) -> BN -> ReLU -> 3x3 -> BN, + shortcut, ReLU. Expansion 1.
+
+  Attributes:
+    features: output channels (timm `planes`).
+    strides: stride of the first 3x3 conv and of the shortcut.
+    zero_init_last: start bn2's scale at 0 (timm's default for scratch training; off by default here
+      so that every parameter gets a gradient at step 0).
+    dtype: compute dtype; params float32.
+  """
+  features: int
+  strides: int = 1
+  zero_init_last: bool = False
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, *, train: bool = False):
+    """x: (B, H, W, C_in) -> (B, H/s, W/s, features)."""
+    y = conv(self.features, 3, self.strides, dtype=self.dtype, name="conv1")(x)
+    y = nn.relu(batch_norm(train, dtype=self.dtype, name="bn1")(y))
+    y = conv(self.features, 3, dtype=self.dtype, name="conv2")(y)
+    y = batch_norm(train, dtype=self.dtype, name="bn2", zero_init=self.zero_init_last)(y)
+    return nn.relu(y + shortcut(x, self.features, self.strides, train=train, dtype=self.dtype))
+
+
+class Bottleneck(nn.Module):
+  """ResNet/ResNeXt v1.5 bottleneck: 1x1 -> 3x3 grouped (stride here) -> 1x1 (x4), ReLU after the add.
+
+  Attributes:
+    features: timm `planes`; the block outputs 4 * features channels.
+    strides: stride of the 3x3 conv and of the shortcut.
+    cardinality: groups of the 3x3 conv.
+    base_width: inner width = floor(features * base_width / 64) * cardinality (64 and 1: ResNet).
+    zero_init_last: start bn3's scale at 0 (see `BasicBlock`).
+    dtype: compute dtype; params float32.
+  """
+  features: int
+  strides: int = 1
+  cardinality: int = 1
+  base_width: int = 64
+  zero_init_last: bool = False
+  dtype: Any = jnp.float32
+
+  expansion = 4
+
+  @nn.compact
+  def __call__(self, x, *, train: bool = False):
+    """x: (B, H, W, C_in) -> (B, H/s, W/s, 4 * features)."""
+    width = self.features * self.base_width // 64 * self.cardinality
+    y = conv(width, 1, dtype=self.dtype, name="conv1")(x)
+    y = nn.relu(batch_norm(train, dtype=self.dtype, name="bn1")(y))
+    y = conv(width, 3, self.strides, self.cardinality, dtype=self.dtype, name="conv2")(y)
+    y = nn.relu(batch_norm(train, dtype=self.dtype, name="bn2")(y))  # (B, H/s, W/s, width)
+    y = conv(self.features * self.expansion, 1, dtype=self.dtype, name="conv3")(y)
+    y = batch_norm(train, dtype=self.dtype, name="bn3", zero_init=self.zero_init_last)(y)
+    residual = shortcut(x, self.features * self.expansion, self.strides, train=train,
+                        dtype=self.dtype)
+    return nn.relu(y + residual)
+
+
+class ResNet(nn.Module):
+  """ResNet/ResNeXt backbone without the classifier: 7x7/2 stem, 3x3/2 max-pool, four stages.
+
+  Attributes:
+    block: 'basic' (ResNet-18/34) or 'bottleneck'.
+    layers: blocks per stage.
+    widths: `planes` per stage (timm `channels`); bottleneck stages output 4x this.
+    stem_width: channels of the stem conv (timm fixes 64 for its 7x7 stem).
+    cardinality, base_width: ResNeXt grouping (bottleneck only).
+    zero_init_last: see `Bottleneck`.
+    dtype: compute dtype; params float32.
+  """
+  block: str = "bottleneck"
+  layers: Sequence[int] = (3, 4, 6, 3)
+  widths: Sequence[int] = (64, 128, 256, 512)
+  stem_width: int = 64
+  cardinality: int = 1
+  base_width: int = 64
+  zero_init_last: bool = False
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, image, *, train: bool = False) -> dict[str, jax.Array]:
+    """image: (B, H, W, 3) -> {'stem': (B, H/2, W/2, stem_width), 'stage{k}': (B, H/2^(k+1), ...)}."""
+    if self.block == "basic":
+      if self.cardinality != 1 or self.base_width != 64:
+        raise ValueError("BasicBlock supports only cardinality 1 and base_width 64")
+      make_block = functools.partial(BasicBlock, zero_init_last=self.zero_init_last)
+    elif self.block == "bottleneck":
+      make_block = functools.partial(Bottleneck, cardinality=self.cardinality,
+                                     base_width=self.base_width,
+                                     zero_init_last=self.zero_init_last)
+    else:
+      raise ValueError(f"block must be 'basic' or 'bottleneck', got {self.block!r}")
+
+    x = conv(self.stem_width, 7, 2, dtype=self.dtype, name="conv1")(image.astype(self.dtype))
+    x = nn.relu(batch_norm(train, dtype=self.dtype, name="bn1")(x))  # (B, H/2, W/2, stem)
+    features = {"stem": x}
+    x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))  # pads with -inf, as torch
+    for k, (depth, planes) in enumerate(zip(self.layers, self.widths), start=1):
+      for i in range(depth):
+        strides = 2 if k > 1 and i == 0 else 1
+        x = make_block(planes, strides, dtype=self.dtype, name=f"layer{k}_{i}")(x, train=train)
+      features[f"stage{k}"] = x  # (B, H/2^(k+1), W/2^(k+1), planes * expansion)
+    return features
+
+
+def resnet_from_variant(variant: str, **overrides) -> ResNet:
+  """`ResNet` for a `VARIANTS` key (timm names, e.g. 'resnext50_32x4d'), with field overrides."""
+  if variant not in VARIANTS:
+    raise ValueError(f"unknown ResNet variant {variant!r}; choose from {sorted(VARIANTS)}")
+  return ResNet(**{**VARIANTS[variant], **overrides})
