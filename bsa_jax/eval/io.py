@@ -130,7 +130,8 @@ def read_gt(path: str) -> np.ndarray:
   """(H, W) bool mask: grey (rgb2gray for colour) > 128; 1-bit masks as they are."""
   image = _open(path, "mask", "Re-save it as an 8-bit or 1-bit PNG with 0/255 values.")
   if image.mode == "1":
-    return np.array(image, dtype=bool)
+    # PIL's bool arrays store True as byte 255; compare to get canonical bools (XLA reads bytes).
+    return np.asarray(image) != 0
   if image.mode in ("I;16", "I;16B", "I;16L"):
     grey = np.array(image, dtype=np.float64) / 257  # 16-bit to the 8-bit scale
   elif image.mode in ("I", "F"):

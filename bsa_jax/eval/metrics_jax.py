@@ -46,7 +46,21 @@ def normalize_prediction(pred: jax.Array) -> jax.Array:
   p = pred.astype(dtype) / 255 if pred.dtype == jnp.uint8 else pred.astype(dtype)
   lo, hi = p.min(), p.max()
   span = hi - lo
-  return jnp.where(span > 0, (p - lo) / jnp.where(span > 0, span, 1), p)
+  # XLA turns `x / broadcast(s)` into `x * (1 / s)`, which can map the maximum to 0.99999... and
+  # level 254; the barrier keeps numpy's true division (max -> exactly 1 -> level 255).
+  divisor = jax.lax.optimization_barrier(jnp.broadcast_to(jnp.where(span > 0, span, 1), p.shape))
+  return jnp.where(span > 0, (p - lo) / divisor, p)
+
+
+def canonical_mask(gt: jax.Array) -> jax.Array:
+  """Any mask as canonical bools (0/1 bytes).
+
+  Arrays from PIL's 1-bit images hold True as byte 255; XLA passes the bytes through, and some
+  fused bool -> float conversions then produce -1.0. Comparing the raw bytes normalises them.
+  """
+  if gt.dtype == jnp.bool_:
+    return gt.view(jnp.uint8) != 0
+  return gt != 0
 
 
 def quantize(pred: jax.Array) -> jax.Array:
@@ -213,7 +227,10 @@ def weighted_fmeasure(pred: jax.Array, gt: jax.Array, beta2: float = host.F_BETA
   d2, flat = nearest_foreground(gt)
   dist = jnp.sqrt(d2.astype(pred.dtype))
   err = jnp.abs(pred - gt_f)
-  blurred = _blur(err.ravel()[flat], host.gaussian_kernel_1d())
+  # Every pixel takes the error of its nearest foreground pixel, where gt = 1: |p - 1| = 1 - p.
+  # Gathering from pred, never from a bool array, also sidesteps XLA:CPU reading a non-canonical
+  # bool (byte 255, as PIL makes them) as -1 after a gather.
+  blurred = _blur(1 - pred.ravel()[flat], host.gaussian_kernel_1d())
   min_err = jnp.where(gt & (blurred < err), blurred, err)
   importance = jnp.where(gt, 1.0, 2 - jnp.exp(np.log(0.5) / 5 * dist))
   weighted_err = min_err * importance
@@ -243,10 +260,10 @@ def image_scores(pred: jax.Array, gt: jax.Array) -> dict[str, jax.Array]:
   Args:
     pred: (H, W) probabilities in [0, 1] (float) or a uint8 map. Not checked: out-of-range values
       are min–max normalised like any others.
-    gt: (H, W) bool.
+    gt: (H, W) bool (or 0/1 numbers).
   """
   pred = normalize_prediction(pred)
-  gt = gt.astype(jnp.bool_)
+  gt = canonical_mask(gt)
   dtype = pred.dtype
   fg = jnp.sum(gt, dtype=jnp.int32)
   tp, pp = threshold_counts(quantize(pred), gt)
