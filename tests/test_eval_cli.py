@@ -244,7 +244,8 @@ def test_write_tables_layout(tmp_path):
                 "Table 4: CVC-EndoScene", "Other evaluated datasets"):
     assert f"## {title}" in md
   assert "| bsa_jax on kvasir_seg:pranet_test (n=100) | ours (bsa_jax, this run) | 0.812 |" in md
-  assert "| Ours | reported in the paper (different split/protocol) | 0.901 | 0.887 |" in md
+  assert ("| BSA-Net (the paper's 'Ours') | reported in the paper (different split/protocol) | "
+          "0.901 | 0.887 |") in md
   assert md.count("_No result of ours") == 2  # ETIS and EndoScene
   assert "commit: `abc1234`" in md and "checkpoint_step: `1200`" in md
 

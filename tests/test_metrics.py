@@ -8,6 +8,7 @@ import glob
 import os
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from PIL import Image
@@ -272,6 +273,24 @@ def test_jax_distance_transform_matches_scipy_including_ties():
     d2, flat = jax.jit(metrics_jax.nearest_foreground)(fg)
     np.testing.assert_array_equal(np.asarray(flat), iy * fg.shape[1] + ix)
     np.testing.assert_allclose(np.sqrt(np.asarray(d2)), dist, rtol=0, atol=0)
+
+
+def test_jax_row_pass_variants_agree_on_ties():
+  """The int32-packed, int64-packed (large images with x64) and two-min row passes are the same."""
+  rng = np.random.default_rng(7)
+  w = 40
+  for _ in range(5):
+    dy2 = jnp.asarray(rng.integers(0, 4, w) ** 2 * rng.integers(0, 2, w), jnp.int32)  # many ties
+    packed = metrics_jax._row_pass_packed(dy2, w, jnp.int32)
+    two_mins = metrics_jax._row_pass_two_mins(dy2, w)
+    brute = (dy2[None, :] + (np.arange(w)[:, None] - np.arange(w)[None, :])**2)
+    np.testing.assert_array_equal(packed[0], brute.min(1))
+    np.testing.assert_array_equal(packed[1], brute.argmin(1))  # numpy: first minimum
+    np.testing.assert_array_equal(two_mins[0], packed[0])
+    np.testing.assert_array_equal(two_mins[1], packed[1])
+    with jax.enable_x64(True):
+      wide = metrics_jax._row_pass_packed(dy2, w, jnp.int64)
+    np.testing.assert_array_equal(wide[1], packed[1])
 
 
 def _small_real_batch():

@@ -52,12 +52,17 @@ def _our_rows(results: Mapping[str, Mapping[str, float]], names: Sequence[str]) 
   return rows
 
 
+def _paper_model_label(model: str) -> str:
+  """The paper calls its own model 'Ours'; say whose it is next to our rows."""
+  return "BSA-Net (the paper's 'Ours')" if model == paper_results.PAPER_MODEL else model
+
+
 def _sections(results: Mapping[str, Mapping[str, float]]) -> list[tuple[str, list[dict]]]:
   """(title, rows) per paper table, then one for our datasets the paper has no table for."""
   sections = []
   for number, (title, _) in sorted(paper_results.TABLES.items()):
     ours = [k for k in results if paper_results.table_for_dataset(k) == number]
-    paper = [{"model": r["model"], "source": PAPER_SOURCE, "dataset_key": "", "num_images": None,
+    paper = [{"model": _paper_model_label(r["model"]), "source": PAPER_SOURCE, "dataset_key": "", "num_images": None,
               **{c: r[c] for c in COLUMNS}} for r in paper_results.paper_rows(number)]
     sections.append((f"Table {number}: {title}", _our_rows(results, ours) + paper))
   others = [k for k in results if paper_results.table_for_dataset(k) is None]
@@ -72,7 +77,7 @@ def _provenance_line(provenance: Mapping) -> str:
 
 def _write_markdown(path: str, sections, provenance: Mapping) -> None:
   parts = ["# BSA-Net polyp segmentation: paper tables with our results", "",
-           f"Our run: {_provenance_line(provenance)}", "", CONVENTIONS,
+           f"Our run: {_provenance_line(provenance)}", "", CONVENTIONS, "",
            f"Rows marked '{PAPER_SOURCE}' are quoted from {paper_results.SOURCE}; the paper splits "
            "each dataset 7:1:2 at random and tests at 256x256, so they are context, not a "
            "like-for-like comparison.", ""]
