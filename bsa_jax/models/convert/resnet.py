@@ -31,16 +31,19 @@ def infer_config(state_dict: Mapping[str, np.ndarray]) -> dict:
     if m := re.match(r"layer(\d+)\.(\d+)\.", key):
       stage, block = int(m[1]), int(m[2])
       depths[stage] = max(depths.get(stage, 0), block + 1)
-  layers = tuple(depths[k] for k in sorted(depths))
+  stages = []
+  while len(stages) + 1 in depths:  # layer1, layer2, ...; a stray one is left to the strict check
+    stages.append(len(stages) + 1)
+  layers = tuple(depths[k] for k in stages)
   bottleneck = "layer1.0.conv3.weight" in state_dict
   if bottleneck:
     widths = tuple(state_dict[f"layer{k}.0.conv3.weight"].shape[0] // resnext.Bottleneck.expansion
-                   for k in sorted(depths))
+                   for k in stages)
     inner, per_group = state_dict["layer1.0.conv2.weight"].shape[:2]  # (width, width/groups, 3, 3)
     cardinality = inner // per_group
     base_width = inner // cardinality * 64 // widths[0]
   else:
-    widths = tuple(state_dict[f"layer{k}.0.conv2.weight"].shape[0] for k in sorted(depths))
+    widths = tuple(state_dict[f"layer{k}.0.conv2.weight"].shape[0] for k in stages)
     cardinality, base_width = 1, 64
   return dict(block="bottleneck" if bottleneck else "basic", layers=layers, widths=widths,
               stem_width=int(state_dict["conv1.weight"].shape[0]), cardinality=int(cardinality),

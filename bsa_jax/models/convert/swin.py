@@ -62,7 +62,9 @@ def infer_config(state_dict: Mapping[str, np.ndarray], window_size: int | None =
     if m := re.match(r"layers\.(\d+)\.blocks\.(\d+)\.", key):
       stage, block = int(m[1]), int(m[2])
       blocks[stage] = max(blocks.get(stage, 0), block + 1)
-  depths = tuple(blocks[s] for s in range(len(blocks)))
+  depths = ()
+  while len(depths) in blocks:  # stages 0, 1, ...; a stray stage is left to the strict check
+    depths += (blocks[len(depths)],)
   tables = [state_dict[f"layers.{s}.blocks.0.attn.{_TABLE}"] for s in range(len(depths))]
   if window_size is None:
     side = round(math.sqrt(max(t.shape[0] for t in tables)))
