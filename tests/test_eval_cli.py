@@ -156,6 +156,23 @@ def test_cli_reads_float_tiff_16bit_rgb_and_resizes(tmp_path):
       float(metrics.image_scores(pairs["c"][0], pairs["c"][1])["s_alpha"]))
 
 
+def test_saved_pranet_maps_score_like_in_memory_ones(tmp_path):
+  """Saving `to_uint8_map(prob)` as PNG and running the CLI equals scoring it in memory."""
+  pairs = _write_synthetic_dataset(tmp_path, ["a", "b", "c"])
+  rng = np.random.default_rng(0)
+  records = []
+  for name, (_, gt) in pairs.items():
+    prob = 1 / (1 + np.exp(-(ndimage.gaussian_filter(gt * 6.0 - 3, 2) + rng.normal(0, .5, gt.shape))))
+    saved = metrics.to_uint8_map(prob)
+    assert saved.min() == 0 and saved.max() == 255
+    Image.fromarray(saved).save(tmp_path / "preds" / f"{name}.png")
+    records.append(metrics.image_scores(saved, gt))
+  results = cli.main(["--pred-dir", str(tmp_path / "preds"), "--gt-dir", str(tmp_path),
+                      "--name", "syn", "--out", str(tmp_path / "m"), "--quiet"])
+  expected = metrics.aggregate(records)
+  assert {k: results["syn"][k] for k in expected} == expected
+
+
 def test_prediction_stems_follow_dataset_conventions(tmp_path):
   (tmp_path / "gt").mkdir()
   (tmp_path / "pred").mkdir()

@@ -5,7 +5,7 @@ per-image records inside a jitted eval step. Importing this package does not imp
 """
 
 from bsa_jax.eval.metrics import (ALL_METRIC_NAMES, EXTRA_METRIC_NAMES, METRIC_NAMES, PolypMetrics,
-                                  aggregate, image_scores, resize_prediction)
+                                  aggregate, image_scores, resize_prediction, to_uint8_map)
 
 __all__ = ["ALL_METRIC_NAMES", "EXTRA_METRIC_NAMES", "METRIC_NAMES", "PolypMetrics", "aggregate",
-           "image_scores", "resize_prediction"]
+           "image_scores", "resize_prediction", "to_uint8_map"]

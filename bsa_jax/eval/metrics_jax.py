@@ -42,7 +42,7 @@ def normalize_prediction(pred: jax.Array) -> jax.Array:
   """Per-image min–max to [0, 1] (uint8 divided by 255 first); constant maps stay unchanged."""
   dtype = _float_dtype()
   if pred.dtype == jnp.bool_:
-    pred = pred.astype(jnp.uint8) * 255
+    pred = canonical_mask(pred).astype(jnp.uint8) * 255
   p = pred.astype(dtype) / 255 if pred.dtype == jnp.uint8 else pred.astype(dtype)
   lo, hi = p.min(), p.max()
   span = hi - lo
