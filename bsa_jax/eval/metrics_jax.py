@@ -9,7 +9,12 @@ the column pass, then the smaller column), so it matches the host version.
 Precision: float64 when `jax_enable_x64` is on, where results equal the host version to rounding.
 In float32 (the default) `floor(p * 255)` can put a pixel whose value is within float32 rounding of a
 level boundary into the neighbouring level, and sums round differently: dataset-level scores then
-agree with the host to about 1e-6 (see tests/test_metrics.py). Tables are always made on host.
+agree with the host to ~1e-8 on real masks (tests assert < 1e-6). Tables are always made on host.
+
+Speed: on this 2-core CPU the host path is faster (about 120 vs 40 images/s at 352x352, the
+O(H W^2) distance transform dominating); the device path is for accelerators and for scoring
+inside a jitted step without moving maps to host. `image_scores` accepts any mask dtype; the
+helpers below it expect canonical bools (see `canonical_mask`).
 """
 
 from __future__ import annotations
