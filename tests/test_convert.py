@@ -203,6 +203,9 @@ def test_merge_params_loads_a_subtree_strictly():
   assert np.all(merged["isam"]["blocks_0"]["attn"]["qkv"]["kernel"] == 1)
   assert np.all(merged["isam"]["conv"]["kernel"] == 0) and np.all(merged["head"]["kernel"] == 0)
   assert np.all(init["isam"]["blocks_0"]["attn"]["qkv"]["kernel"] == 0)  # input untouched
+  on_device = convert.merge_params(jax.tree.map(jnp.asarray, init), {"blocks_0": loaded},
+                                   prefix="isam", dont_load=[r"^conv/"])
+  assert isinstance(on_device["isam"]["blocks_0"]["norm1"]["scale"], jax.Array)  # explicit put
 
   bad = jax.tree.map(np.ones_like, block)
   bad["attn"]["qkv"]["kernel"] = np.ones((8, 5))

@@ -42,7 +42,7 @@ LayerNorm = functools.partial(nn.LayerNorm, epsilon=1e-5)  # torch's eps (Flax's
 
 def effective_window(hw: tuple[int, int], window_size: int,
                      shift_size: int) -> tuple[tuple[int, int], tuple[int, int]]:
-  """Per-axis (window, shift): the window shrinks to the map and the shift drops to 0 when map <= window.
+  """Per-axis (window, shift): window shrinks to the map and shift drops to 0 where map <= window.
 
   This is timm's `_calc_window_shift` (always_partition=False): a map no larger than the window is a
   single window, where a cyclic shift would change nothing but the mask.
@@ -235,7 +235,7 @@ class SwinBlock(nn.Module):
 
 
 class PatchEmbed(nn.Module):
-  """Non-overlapping patch x patch conv to `embed_dim`, then LayerNorm; (B, H, W, 3) -> (B, H/p, W/p, D)."""
+  """p x p stride-p conv to `embed_dim`, then LayerNorm: (B, H, W, 3) -> (B, H/p, W/p, D)."""
   embed_dim: int
   patch_size: int = 4
   dtype: Any = jnp.float32

@@ -43,9 +43,11 @@ def load_state_dict(path: str) -> dict[str, np.ndarray]:
 
 
 def _to_numpy(value) -> np.ndarray:
-  if isinstance(value, np.ndarray):
-    return value
-  return value.detach().cpu().numpy()  # a torch tensor
+  """A numpy or torch array; half-precision floats become float32 (our params are float32)."""
+  if not isinstance(value, np.ndarray):  # a torch tensor
+    value = value.detach().cpu()
+    value = (value.float() if value.is_floating_point() else value).numpy()
+  return value.astype(np.float32) if value.dtype == np.float16 else value
 
 
 def flax_path(torch_key: str) -> str:
@@ -54,7 +56,7 @@ def flax_path(torch_key: str) -> str:
 
 
 def map_leaf(torch_key: str, value: np.ndarray) -> tuple[str, str, np.ndarray]:
-  """One torch tensor -> (collection, Flax path, array) by the mechanical rules in the module docstring."""
+  """One torch tensor -> (collection, Flax path, array) by the rules in the module docstring."""
   module, _, leaf = torch_key.rpartition(".")
   collection = "params"
   if leaf == "weight":
@@ -62,8 +64,8 @@ def map_leaf(torch_key: str, value: np.ndarray) -> tuple[str, str, np.ndarray]:
       leaf, value = "kernel", value.transpose(2, 3, 1, 0)  # OIHW -> HWIO
     elif value.ndim == 2:
       leaf, value = "kernel", value.T  # (out, in) -> (in, out)
-    else:
-      leaf = "scale"
+    elif value.ndim == 1:
+      leaf = "scale"  # LayerNorm / BatchNorm
   elif leaf in ("running_mean", "running_var"):
     collection, leaf = "batch_stats", {"running_mean": "mean", "running_var": "var"}[leaf]
   return collection, f"{flax_path(module)}/{leaf}" if module else leaf, np.asarray(value)
@@ -172,7 +174,8 @@ def merge_params(init_tree: Mapping[str, Any], loaded_tree: Mapping[str, Any],
   big_vision-style: both trees are flattened; every init leaf under `prefix` must be loaded with the
   same shape and every loaded leaf must have a place, unless its path (relative to `prefix`) matches
   a `dont_load` regex, in which case the init value is kept. All offending paths are reported at once.
-  Loaded leaves are cast to the init leaf's dtype.
+  Loaded leaves take the init leaf's dtype and, for jax arrays, its sharding (an explicit transfer,
+  so this works under `jax_transfer_guard='disallow'`).
 
   Args:
     init_tree: freshly initialised params (or any variable collection) of the full model.
@@ -195,5 +198,13 @@ def merge_params(init_tree: Mapping[str, Any], loaded_tree: Mapping[str, Any],
   merged = dict(flat_init)
   for rel, full in scope.items():
     if rel in flat_loaded and not matches_any(rel, dont_load):
-      merged[full] = np.asarray(flat_loaded[rel], dtype=flat_init[full].dtype)
+      merged[full] = _like(flat_loaded[rel], flat_init[full])
   return unflatten(merged)
+
+
+def _like(value, reference):
+  """`value` as an array with `reference`'s dtype, on `reference`'s devices if that is a jax.Array."""
+  value = np.asarray(value, dtype=reference.dtype)
+  if isinstance(reference, jax.Array):
+    return jax.device_put(value, reference.sharding)
+  return value

@@ -1,4 +1,4 @@
-"""timm Swin v1 state dicts (and the original Microsoft layout) -> `bsa_jax.models.swin.SwinTransformer`.
+"""timm Swin v1 state dicts (and the original Microsoft layout) -> `swin.SwinTransformer` variables.
 
 Key layout: `../shared/SPEC.md` §5.1, i.e. timm 1.x `swin_transformer.py`. The Microsoft layout is
 brought to timm's by the same three rewrites as timm's `checkpoint_filter_fn` (drop the stored buffers,
