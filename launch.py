@@ -9,6 +9,7 @@ host with --distributed (cluster auto-detection), or give --coordinator_address/
 """
 
 import difflib
+import os
 import sys
 
 from absl import app
@@ -36,6 +37,11 @@ def _init_distributed():
                                num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value)
   elif _DISTRIBUTED.value:
     jax.distributed.initialize()
+
+
+def _quiet_libraries(record) -> bool:
+  """Keeps INFO lines of bsa_jax; library INFO chatter (Orbax logs every file it renames) is dropped."""
+  return record.levelno >= logging.WARNING or f"{os.sep}bsa_jax{os.sep}" in record.pathname
 
 
 def _config_keys(config, prefix=""):
@@ -74,6 +80,7 @@ def main(argv):
   _init_distributed()
   from bsa_jax import train  # after distributed init, which must precede any JAX computation
   logging.set_verbosity(logging.INFO)
+  logging.get_absl_handler().addFilter(_quiet_libraries)
   train.main(_CONFIG.value, _WORKDIR.value)
 
 

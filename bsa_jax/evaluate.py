@@ -56,6 +56,17 @@ def evaluate_sets(predict: Callable[[np.ndarray], np.ndarray], eval_sets: Mappin
   return result
 
 
+def markdown_summary(results: dict[str, dict[str, float]]) -> str:
+  """One Markdown row per evaluated set with the six paper metrics and the image count."""
+  from bsa_jax.eval import metrics as metrics_lib
+  names = metrics_lib.METRIC_NAMES
+  lines = ["| test set | images | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
+  for set_name, values in results.items():
+    lines.append(f"| {set_name} | {int(values['num_images'])} | " +
+                 " | ".join(f"{values[n]:.3f}" for n in names) + " |")
+  return "\n".join(lines)
+
+
 def git_commit() -> str:
   """The repository's HEAD commit (with '+dirty' if it has uncommitted changes), or 'unknown'."""
   try:
@@ -84,4 +95,8 @@ def write_results(workdir: str, results: dict[str, dict[str, float]], *, config,
   path = os.path.join(out_dir, "test_metrics.json")
   with open(path, "w") as f:
     json.dump({"results": results, "provenance": provenance}, f, indent=2)
-  return [path] + list(tables.write_tables(results, out_dir, provenance))
+  summary_path = os.path.join(out_dir, "test_metrics.md")
+  with open(summary_path, "w") as f:
+    f.write(markdown_summary(results) + "\n\n" + "; ".join(
+        f"{k}: {v}" for k, v in provenance.items()) + "\n")
+  return [path, summary_path] + list(tables.write_tables(results, out_dir, provenance))

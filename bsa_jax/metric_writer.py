@@ -3,6 +3,7 @@
 import json
 import math
 import os
+import re
 
 import jax
 
@@ -32,13 +33,18 @@ class MetricWriter:
     self._jsonl.flush()
     if self._tb is not None:
       for k, v in clean.items():
-        self._tb.add_scalar(k, v, int(step))
+        self._tb.add_scalar(tensorboard_name(k), v, int(step))
 
   def close(self) -> None:
     if self.active:
       self._jsonl.close()
       if self._tb is not None:
         self._tb.close()
+
+
+def tensorboard_name(name: str) -> str:
+  """'test/kvasir_seg:pranet_test/Dice@0.5' → 'test/kvasir_seg/pranet_test/Dice_at_0.5'."""
+  return re.sub(r"[^A-Za-z0-9_./-]", "_", name.replace(":", "/").replace("@", "_at_"))
 
 
 def read_jsonl(path: str) -> list[dict]:

@@ -312,13 +312,16 @@ def main(config: mlc.ConfigDict, workdir: str) -> dict[str, Any]:
                  "best on validation" if best is not None else "last", ", ".join(test_sets))
     results = {}
     for name, eval_set in test_sets.items():
-      overlay_dir = os.path.join(workdir, "overlays", name) if process_index == 0 else None
+      overlay_dir = (os.path.join(workdir, "overlays", name.replace(":", "_"))
+                     if process_index == 0 else None)
       results[name] = run_eval({name: eval_set}, progress=config.train.progress_bar,
                                overlay_dir=overlay_dir, num_overlays=config.eval.num_overlays)
       writer.write(step, {f"test/{name}/{k}": v for k, v in results[name].items()})
     summary["test"] = results
     if process_index == 0:
-      evaluate.write_results(workdir, results, config=config, checkpoint_step=selected)
+      paths = evaluate.write_results(workdir, results, config=config, checkpoint_step=selected)
+      progress.log("Test results (checkpoint step %d, selected on validation):\n%s\nWritten: %s" % (
+          selected, evaluate.markdown_summary(results), ", ".join(paths)))
   checkpointer.close()
   writer.close()
   if process_index == 0:

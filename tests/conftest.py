@@ -31,3 +31,12 @@ def data_dir(*parts: str) -> str:
 
 def pytest_configure(config):
   config.addinivalue_line("markers", "slow: end-to-end runs (deselect with -m 'not slow')")
+
+
+@pytest.fixture(scope="session")
+def synthetic_root(tmp_path_factory) -> str:
+  """A data root holding the synthetic polyp dataset (generated once per test session)."""
+  from bsa_jax.data import synthetic
+  root = tmp_path_factory.mktemp("data")
+  synthetic.ensure(str(root / "synthetic_polyps"))
+  return str(root)
