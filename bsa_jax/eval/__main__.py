@@ -1,6 +1,6 @@
 """Scores saved predictions against ground-truth masks with the PraNet-toolbox metrics.
 
-  python -m bsa_jax.eval --pred-dir results/Kvasir --gt-dir ../shared/data/kvasir_seg/masks \
+  python -m bsa_jax.eval --pred-dir results/Kvasir --gt-dir ../shared/data/kvasir_seg/masks
       [--name Kvasir] [--pred-dir P2 --gt-dir G2 --name N2 ...] [--out results/metrics] [--per-image]
 
 Predictions pair with masks by file stem, also the image stems of the public releases (ColonDB mask
