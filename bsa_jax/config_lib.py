@@ -53,8 +53,12 @@ def base_config() -> mlc.ConfigDict:
       "scale_max": 1.25,
       "color_jitter": 0.1,
   })
-  c.data.num_workers = 0
-  c.data.prefetch = 2
+  c.data.num_workers = 0  # grain worker processes decoding train batches (0 = in-process threads)
+  c.data.prefetch = 2  # batches decoded ahead (per worker)
+  c.data.source = "folder"  # folder: image/mask folders under root | tfds: prepared array_record builds
+  c.data.tfds_data_dir = ""  # tfds data_dir for source='tfds' ('' -> <root>/tfds)
+  c.data.split_seed = 0  # 0 = the committed split JSONs; other seeds recompute the seeded splits
+  c.data.verify = "headers"  # build-time check: none | headers (sizes, ~1 ms/pair) | full (decode all)
   c.data.max_train_examples = -1  # >0 keeps only the first N of the shuffled train set (smoke runs)
   c.data.max_eval_examples = -1
 
