@@ -14,6 +14,11 @@ def _x(shape, seed=0):
   return jax.random.normal(jax.random.PRNGKey(seed), shape)
 
 
+# Test-only: XLA's CPU backend optimisations double the compile time and gain nothing at test sizes.
+fast_jit = functools.partial(jax.jit, compiler_options={"xla_backend_optimization_level": 0,
+                                                        "xla_llvm_disable_expensive_passes": True})
+
+
 def numpy_init(module, *args, seed=0, **kwargs):
   """Variables of `module` filled from numpy (no XLA compile of the initialisers, which is slow on CPU).
 
@@ -40,7 +45,7 @@ def _init(module, x):
 
 
 def _apply(module, variables, x, **kwargs):
-  return jax.jit(lambda v, x: module.apply(v, x, train=False, **kwargs))(variables, x)
+  return fast_jit(lambda v, x: module.apply(v, x, train=False, **kwargs))(variables, x)
 
 
 def _zero_bn(variables, path):
@@ -58,7 +63,7 @@ def _zero_bn(variables, path):
 # FSAM
 
 FSAM = attention.FSAM(reduction=4)
-_fsam_apply = jax.jit(lambda v, x: FSAM.apply(v, x, train=False))
+_fsam_apply = fast_jit(lambda v, x: FSAM.apply(v, x, train=False))
 
 
 def test_fsam_shapes_and_alpha_range():
@@ -93,7 +98,7 @@ def test_fsam_is_alpha_times_input_plus_conv():
 def test_fsam_alpha_pools_the_dilated_conv_by_average_and_max_through_one_mlp():
   x = _x((2, 8, 8, 16), seed=3)
   variables = _init(FSAM, x)
-  (_, alpha), state = jax.jit(lambda v, x: FSAM.apply(v, x, train=False,
+  (_, alpha), state = fast_jit(lambda v, x: FSAM.apply(v, x, train=False,
                                                       capture_intermediates=True))(variables, x)
   g = state["intermediates"]["dconv"]["__call__"][0]  # (B, h, w, C)
   mlp = attention.ChannelMLP(4)
@@ -136,7 +141,7 @@ def _isam(dim: int):
   """(module, variables, jitted eval apply) for a two-block ISAM on 16 channels, built once."""
   isam = attention.ISAM(dim=dim, num_heads=2, depth=2, window_size=4)
   variables = _init(isam, _x((2, 8, 8, 16)))
-  return isam, variables, jax.jit(lambda v, x: isam.apply(v, x, train=False))
+  return isam, variables, fast_jit(lambda v, x: isam.apply(v, x, train=False))
 
 
 def test_isam_is_identity_when_its_conv_block_is_zeroed():
@@ -155,7 +160,7 @@ def test_isam_alternates_regular_and_shifted_windows():
   _, variables, apply = _isam(16)
   params = variables["params"]
 
-  @jax.jit
+  @fast_jit
   def by_hand(x):
     y = SwinBlock(16, 2, window_size=4, shift_size=0).apply({"params": params["blocks_0"]}, x)
     y = SwinBlock(16, 2, window_size=4, shift_size=2).apply({"params": params["blocks_1"]}, y)

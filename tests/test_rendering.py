@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from bsa_jax.models import rendering
+from tests.test_attention import fast_jit
 from tests.test_attention import numpy_init
 
 
@@ -20,13 +21,13 @@ def _init(arm, coarse, fine, out_hw):
 
 def _apply(arm, variables, coarse, fine, out_hw):
   """Jitted inference-mode `arm.apply`."""
-  return jax.jit(lambda v, c, f: arm.apply(v, c, f, out_hw))(variables, coarse, fine)
+  return fast_jit(lambda v, c, f: arm.apply(v, c, f, out_hw))(variables, coarse, fine)
 
 
 def test_point_sample_at_pixel_centres_equals_bilinear_resize():
   features = _random((2, 5, 7, 3))
 
-  @jax.jit
+  @fast_jit
   def sample_and_resize(features):
     out = []
     for height, width in [(10, 14), (13, 9), (5, 7)]:
@@ -43,7 +44,8 @@ def test_point_sample_at_pixel_centres_equals_bilinear_resize():
 def test_point_sample_interpolates_between_centres_and_clamps_outside():
   features = jnp.arange(4.0).reshape(1, 1, 4, 1)  # one row: 0 1 2 3 at x centres 1/8, 3/8, 5/8, 7/8
   coords = jnp.array([[[0.5, 0.25], [0.5, 0.0], [0.5, 1.0], [0.5, 0.5]]])
-  np.testing.assert_allclose(rendering.point_sample(features, coords)[0, :, 0], [0.5, 0.0, 3.0, 1.5])
+  sampled = fast_jit(rendering.point_sample)(features, coords)
+  np.testing.assert_allclose(sampled[0, :, 0], [0.5, 0.0, 3.0, 1.5])
 
 
 def test_uncertainty_binary_and_multiclass():
@@ -53,8 +55,9 @@ def test_uncertainty_binary_and_multiclass():
 
 def test_edge_weight_is_one_at_even_odds_and_agrees_between_binary_and_two_class():
   logits = jnp.array([-8.0, -1.0, 0.0, 0.5, 8.0]).reshape(1, 1, 5, 1)
-  binary = rendering.edge_weight(logits)
-  two_class = rendering.edge_weight(jnp.concatenate([jnp.zeros_like(logits), logits], axis=-1))
+  binary, two_class = fast_jit(lambda l: (
+      rendering.edge_weight(l),
+      rendering.edge_weight(jnp.concatenate([jnp.zeros_like(l), l], axis=-1))))(logits)
   np.testing.assert_allclose(binary, two_class, atol=1e-6)
   assert binary[0, 0, 2, 0] == 1.0 and binary[0, 0, 0, 0] < 1e-3 and binary[0, 0, 4, 0] < 1e-3
 
@@ -63,8 +66,8 @@ def test_training_points_prefer_the_uncertain_band():
   # Confident logits (|L| = 10) except a band over the left half of the image, where L = 0.
   coarse = jnp.where(jnp.arange(16)[None, None, :, None] < 8, 0.0, 10.0) * jnp.ones((3, 16, 16, 1))
   num_points, importance = 64, 0.75
-  coords = rendering.sample_training_points(jax.random.PRNGKey(0), coarse, (64, 64), num_points,
-                                            oversample=3, importance=importance)
+  coords = fast_jit(lambda c: rendering.sample_training_points(
+      jax.random.PRNGKey(0), c, (64, 64), num_points, oversample=3, importance=importance))(coarse)
   assert coords.shape == (3, num_points, 2)
   # Every point is the centre of an output pixel.
   pixel = coords * 64 - 0.5
@@ -84,8 +87,9 @@ def test_subdivision_step_recomputes_exactly_the_n_most_uncertain_pixels():
     calls.append(coords.shape)
     return jnp.full(coords.shape[:2] + (1,), 123.0)
 
-  refined, index = rendering.subdivision_step(logits, (16, 16), num_points, predict)
-  bilinear = jax.image.resize(logits, (2, 16, 16, 1), "bilinear")
+  refined, index, bilinear = fast_jit(lambda l: (
+      *rendering.subdivision_step(l, (16, 16), num_points, predict),
+      jax.image.resize(l, (2, 16, 16, 1), "bilinear")))(logits)
   changed = np.asarray(refined != bilinear)[..., 0].reshape(2, -1)
   assert calls == [(2, num_points, 2)]
   assert changed.sum(axis=1).tolist() == [num_points, num_points]
@@ -97,8 +101,8 @@ def test_subdivision_step_recomputes_exactly_the_n_most_uncertain_pixels():
 
 
 def test_subdivision_clips_n_to_the_grid():
-  refined, index = rendering.subdivision_step(_random((1, 2, 2, 1)), (4, 4), 100,
-                                              lambda c: jnp.zeros(c.shape[:2] + (1,)))
+  refined, index = fast_jit(lambda l: rendering.subdivision_step(
+      l, (4, 4), 100, lambda c: jnp.zeros(c.shape[:2] + (1,))))(_random((1, 2, 2, 1)))
   assert index.shape == (1, 16) and bool(jnp.all(refined == 0.0))
 
 
@@ -115,12 +119,12 @@ def test_pointrend_arm_shapes_and_single_trace_under_jit():
   variables = _init(arm, coarse, fine, (32, 32))
   traces = []
 
-  @jax.jit
+  @fast_jit
   def train_fn(variables, coarse, fine, rng):
     traces.append("train")
     return arm.apply(variables, coarse, fine, (32, 32), train=True, rngs={"points": rng})
 
-  @jax.jit
+  @fast_jit
   def eval_fn(variables, coarse, fine):
     traces.append("eval")
     return arm.apply(variables, coarse, fine, (32, 32))
