@@ -1,5 +1,5 @@
-"""BSA-Net's U-shaped decoder: top-down fusion of encoder skips, multi-scale fusion of every decoder level
-into one stride-4 map, coarse logits for the Attention Rendering Module and deep-supervision heads.
+"""BSA-Net's U-shaped decoder: top-down fusion of encoder skips, multi-scale fusion of every decoder
+level into one stride-4 map, coarse logits for the Attention Rendering Module and deep-supervision heads.
 
 The paper says only that the network is "an encoder-decoder U-shaped structure" that "integrates
 multi-scale features"; this is the plainest decoder with both: U-Net skips (upsample, concatenate,
@@ -24,7 +24,7 @@ def resize_to(x: jax.Array, hw: tuple[int, int]) -> jax.Array:
 
 
 class UpBlock(nn.Module):
-  """One decoder level: upsample the deeper decoder map to the skip's size, concatenate, two 3×3 convs."""
+  """One decoder level: upsample the deeper map to the skip's size, concatenate, two 3×3 convs."""
   features: int
   dtype: Any = jnp.float32
 

@@ -64,7 +64,7 @@ def uncertainty(logits: jax.Array) -> jax.Array:
 
 
 def flat_index_to_coords(index: jax.Array, height: int, width: int) -> jax.Array:
-  """Centres of the pixels with row-major flat `index` (...) on a height×width grid -> (..., 2) (y, x)."""
+  """Centres (..., 2) as (y, x) of the pixels with row-major flat `index` (...) on a height×width grid."""
   y = (index // width).astype(jnp.float32) + 0.5
   x = (index % width).astype(jnp.float32) + 0.5
   return jnp.stack([y / height, x / width], axis=-1)
@@ -82,8 +82,8 @@ def sample_training_points(rng: jax.Array, coarse_logits: jax.Array, grid_hw: tu
   num_uncertain = int(round(importance * num_points))
   num_uniform = num_points - num_uncertain
   rng_candidates, rng_uniform = jax.random.split(rng)
-  candidates = flat_index_to_coords(
-      jax.random.randint(rng_candidates, (b, oversample * num_points), 0, height * width), height, width)
+  candidate_index = jax.random.randint(rng_candidates, (b, oversample * num_points), 0, height * width)
+  candidates = flat_index_to_coords(candidate_index, height, width)  # (B, kN, 2)
   scores = uncertainty(point_sample(jax.lax.stop_gradient(coarse_logits), candidates))  # (B, kN)
   _, top = jax.lax.top_k(scores, num_uncertain)  # (B, βN)
   chosen = jnp.take_along_axis(candidates, top[..., None], axis=1)  # (B, βN, 2)
@@ -94,7 +94,7 @@ def sample_training_points(rng: jax.Array, coarse_logits: jax.Array, grid_hw: tu
 
 def subdivision_step(logits: jax.Array, target_hw: tuple[int, int], num_points: int,
                      predict_points: Callable[[jax.Array], jax.Array]) -> tuple[jax.Array, jax.Array]:
-  """One adaptive-subdivision step: bilinear upsample to `target_hw`, re-predict the top-N uncertain pixels.
+  """One adaptive-subdivision step: bilinear upsample to `target_hw`, re-predict the N most uncertain.
 
   Args:
     logits: (B, h, w, K) current prediction.
@@ -118,7 +118,7 @@ def subdivision_step(logits: jax.Array, target_hw: tuple[int, int], num_points: 
 
 
 def edge_weight(logits: jax.Array) -> jax.Array:
-  """Dense edge attention (B, h, w, K) -> (B, h, w, 1): 1 at a 50/50 pixel, 0 where one class is sure."""
+  """Dense edge attention (B, h, w, K) -> (B, h, w, 1): 1 at even odds, 0 where one class is sure."""
   logits = logits.astype(jnp.float32)
   if logits.shape[-1] == 1:
     return 1.0 - jnp.abs(2.0 * jax.nn.sigmoid(logits) - 1.0)

@@ -1,7 +1,8 @@
 """Prints a model's parameter table (Markdown) for a config, ending with `total_params: N`.
 
   python -m bsa_jax.models.summary --config=configs/kvasir.py
-  python -m bsa_jax.models.summary --config=configs/kvasir.py --config.model.variant=swin_t_stage3 --depth=2
+  python -m bsa_jax.models.summary --config=configs/kvasir.py \
+      --config.model.variant=swin_t_stage3 --depth=2
 
 Shapes come from `jax.eval_shape` on one image of `config.data.image_size`, so nothing is computed
 and any size works on a CPU.
