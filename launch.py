@@ -9,6 +9,7 @@ host with --distributed (cluster auto-detection), or give --coordinator_address/
 """
 
 import difflib
+import logging as std_logging
 import os
 import sys
 
@@ -80,7 +81,8 @@ def main(argv):
   _init_distributed()
   from bsa_jax import train  # after distributed init, which must precede any JAX computation
   logging.set_verbosity(logging.INFO)
-  logging.get_absl_handler().addFilter(_quiet_libraries)
+  # Library modules log through the 'absl' Python logger; filter there (handler filters miss them).
+  std_logging.getLogger("absl").addFilter(_quiet_libraries)
   train.main(_CONFIG.value, _WORKDIR.value)
 
 

@@ -73,7 +73,7 @@ def base_config() -> mlc.ConfigDict:
   c.train.weight_decay = 0.0
   c.train.grad_clip_norm = 0.0  # 0 disables clipping
   c.train.compute_dtype = "float32"  # float32 | bfloat16 (params stay float32)
-  c.train.loss = "structure"
+  c.train.loss = "structure"  # structure (binary, PraNet) | din (0.3 CE + 0.7 Dice + boundary)
   c.train.deep_supervision_weight = 1.0  # weight of each side output's loss
   c.train.point_loss_weight = 1.0  # Attention Rendering Module point loss
   c.train.log_every_steps = 10
@@ -83,6 +83,7 @@ def base_config() -> mlc.ConfigDict:
   c.train.progress_bar = True
 
   c.eval = mlc.ConfigDict()
+  c.eval.kind = "polyp"  # polyp (binary: mDSC, S_alpha, ...) | multiclass (per-class DSC/HD95)
   c.eval.batch_size = 16
   c.eval.select_metric = "mDSC"  # chosen on the validation split only
   c.eval.num_overlays = 16

@@ -21,10 +21,20 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
   return 1.0 / (1.0 + np.exp(-x))
 
 
-def evaluate_sets(predict: Callable[[np.ndarray], np.ndarray], eval_sets: Mapping, *,
+def get_evaluator(kind: str) -> Callable:
+  """`config.eval.kind` → evaluate_sets-like function: 'polyp' (binary) or 'multiclass' (DSC/HD95)."""
+  if kind == "polyp":
+    return evaluate_sets
+  if kind == "multiclass":
+    from bsa_jax import evaluate_multiclass
+    return evaluate_multiclass.evaluate_sets
+  raise ValueError(f"Unknown --config.eval.kind={kind!r}; use 'polyp' or 'multiclass'.")
+
+
+def evaluate_sets(predict: Callable[[dict], np.ndarray], eval_sets: Mapping, *,
                   batch_size: int, progress: bool = False, overlay_dir: str | None = None,
                   num_overlays: int = 0) -> dict[str, float]:
-  """Scores `predict` (images (B,S,S,3) → logits (B,S,S,1)) on all images of `eval_sets`, pooled.
+  """Scores `predict` ({'image': (B,S,S,3), ...} → logits (B,S,S,1)) on all of `eval_sets`, pooled.
 
   Returns the dataset-level metrics (`metrics_lib.METRIC_NAMES` and extras) plus `num_images`.
   Writes up to `num_overlays` overlay pictures and an index page to `overlay_dir` if given.
@@ -40,7 +50,8 @@ def evaluate_sets(predict: Callable[[np.ndarray], np.ndarray], eval_sets: Mappin
       batches = tqdm(batches, total=-(-len(eval_set) // batch_size), desc=f"eval {eval_set.name}",
                      unit="batch", leave=False)
     for batch in batches:
-      logits = np.asarray(predict(batch["image"]), np.float32)[..., 0]  # (B, S, S)
+      inputs = {k: v for k, v in batch.items() if k.startswith("image") and k != "image_orig"}
+      logits = np.asarray(predict(inputs), np.float32)[..., 0]  # (B, S, S)
       for i, valid in enumerate(batch["valid"]):
         if not valid:
           continue

@@ -58,8 +58,11 @@ def sample_nearest(mask: jax.Array, coords: jax.Array) -> jax.Array:
 def segmentation_loss(logits: jax.Array, aux: dict, mask: jax.Array,
                       train_config: mlc.ConfigDict) -> tuple[jax.Array, dict[str, jax.Array]]:
   """Total loss = main + deep supervision + point loss; returns (loss, named parts)."""
+  if train_config.loss == "din":
+    from bsa_jax import losses_multiclass  # multi-class losses live beside the DIN model
+    return losses_multiclass.din_loss(logits, aux, mask, train_config)
   if train_config.loss != "structure":
-    raise ValueError(f"Unknown --config.train.loss={train_config.loss!r}; available: 'structure'.")
+    raise ValueError(f"Unknown --config.train.loss={train_config.loss!r}; use 'structure' or 'din'.")
   _, height, width, _ = mask.shape
   parts = {"loss_main": structure_loss(resize_logits(logits, height, width), mask)}
   total = parts["loss_main"]

@@ -19,7 +19,13 @@ def make_mesh(mesh_config: mlc.ConfigDict) -> Mesh:
   if int(np.prod(sizes)) != num_devices:
     raise ValueError(f"--config.mesh={dict(mesh_config)} uses {int(np.prod(sizes))} devices, "
                      f"but {num_devices} are visible.")
-  return jax.make_mesh(tuple(sizes), names)
+  return auto_mesh(tuple(sizes), names)
+
+
+def auto_mesh(sizes: tuple[int, ...], names: tuple[str, ...], devices=None) -> Mesh:
+  """A mesh whose axes are `Auto`: XLA propagates shardings (no sharding-in-types bookkeeping)."""
+  auto = (jax.sharding.AxisType.Auto,) * len(names)
+  return jax.make_mesh(sizes, names, axis_types=auto, devices=devices)
 
 
 def replicated(mesh: Mesh) -> NamedSharding:

@@ -70,10 +70,12 @@ def train_step(state, batch, base_rng, *, model, tx, schedule, train_config):
   step_rng = jax.random.fold_in(base_rng, state["step"])
   dropout_rng, points_rng = jax.random.split(step_rng)
 
+  inputs = model_inputs(batch)
+
   def loss_fn(params):
     variables = {"params": params, "batch_stats": state["batch_stats"]}
     (logits, aux), new_vars = model.apply(
-        variables, batch["image"], train=True, mutable=["batch_stats"],
+        variables, **inputs, train=True, mutable=["batch_stats"],
         rngs={"dropout": dropout_rng, "points": points_rng})
     loss, parts = losses.segmentation_loss(logits, aux, batch["mask"], train_config)
     return loss, (new_vars.get("batch_stats", {}), parts)
@@ -97,10 +99,15 @@ def train_step(state, batch, base_rng, *, model, tx, schedule, train_config):
   return new_state, metrics
 
 
-def predict_step(state, image, *, model):
+def model_inputs(batch: dict) -> dict:
+  """The batch entries a model takes: `image`, plus extra image inputs (e.g. DIN's `image_enhanced`)."""
+  return {k: v for k, v in batch.items() if k.startswith("image")}
+
+
+def predict_step(state, inputs, *, model):
   """Eval-mode logits (B, S, S, num_classes) at the network resolution."""
   variables = {"params": state["params"], "batch_stats": state["batch_stats"]}
-  logits, _ = model.apply(variables, image, train=False)
+  logits, _ = model.apply(variables, **inputs, train=False)
   return logits
 
 
@@ -226,11 +233,12 @@ def main(config: mlc.ConfigDict, workdir: str) -> dict[str, Any]:
                        in_shardings=(state_sharding, batch_sharding), out_shardings=batch_sharding)
   eval_bs = -(-config.eval.batch_size // num_devices) * num_devices
 
+  evaluator = evaluate.get_evaluator(config.eval.kind)
+
   def run_eval(eval_sets, **kwargs):
-    return evaluate.evaluate_sets(
-        lambda images: multihost_utils.process_allgather(
-            predict_fn(state, sharding_lib.global_batch({"image": images}, mesh)["image"]),
-            tiled=True),
+    return evaluator(
+        lambda inputs: multihost_utils.process_allgather(
+            predict_fn(state, sharding_lib.global_batch(inputs, mesh)), tiled=True),
         eval_sets, batch_size=eval_bs, **kwargs)
 
   # ---------------------------------------------------------------- loop

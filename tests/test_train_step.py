@@ -44,7 +44,7 @@ def _batches(num, batch_size=8, size=32, seed=0):
 def _compiled(num_devices: int):
   """(initial state, jitted step, rng) for the tiny U-Net on a mesh of `num_devices`, built once."""
   config = _tiny_config()
-  mesh = jax.make_mesh((num_devices,), ("data",), devices=jax.devices()[:num_devices])
+  mesh = sharding_lib.auto_mesh((num_devices,), ("data",), devices=jax.devices()[:num_devices])
   model = train.build_model(config)
   tx, schedule = optim.make_optimizer(config.train, total_steps=100)
   repl = sharding_lib.replicated(mesh)
