@@ -11,6 +11,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from bsa_jax.data import preprocess
 from bsa_jax.data import readers
 from bsa_jax.data import sources
 
@@ -60,6 +61,20 @@ class EvalSet:
           pending = [pool.submit(self._load, i) for i in range(nxt, min(nxt + batch_size, n))]
         yield self._collate(current, batch_size, size, with_original_images)
 
+  def volumes(self) -> Iterator[dict]:
+    """Yields {'id', 'image': float32 (Z, H0, W0) in [0, 1], 'label': int32 (Z, H0, W0)} per volume.
+
+    Only for volume test sets (acdc/synapse ':test'); feed slices to the network with
+    `volume_to_model_input` and score in 3D (SPEC 1.4).
+    """
+    files = getattr(self.reader, "volume_files", None)
+    if not files:
+      raise ValueError(f"{self.name} is not a volume set (only acdc/synapse test/val volumes are).")
+    from bsa_jax.data import volumes
+    for path in files:
+      image, label = volumes.load_volume(self.reader.dataset, path)
+      yield {"id": volumes.file_id(path), "image": image, "label": label}
+
   def _collate(self, items: list[dict], batch_size: int, size: int, with_images: bool) -> dict:
     pad = batch_size - len(items)
     mask_shape = items[0]["mask"].shape[2:]  # (1,) binary or () multi-class
@@ -77,6 +92,12 @@ class EvalSet:
     if with_images:
       batch["image_orig"] = [it["image_orig"] for it in items] + [np.zeros((0, 0, 3), np.uint8)] * pad
     return batch
+
+
+def volume_to_model_input(image: np.ndarray, *, size: int, normalize: str) -> np.ndarray:
+  """float32 (Z, H, W) in [0, 1] -> (Z, S, S, 3): each slice zoomed (order 3) and normalised."""
+  return np.stack([readers.finalize(preprocess.resize_image(sl, size), np.zeros((1, 1), np.int32),
+                                    normalize=normalize, num_classes=2)["image"] for sl in image])
 
 
 def eval_sets(data_config, which: str) -> dict[str, EvalSet]:

@@ -129,8 +129,12 @@ def natural_key(name: str):
   return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
 
 
-def _list(folder: str, pattern: str, stem_re: str) -> dict[str, str]:
-  """{stem: path} of image files matching `pattern` (relative to `folder`); duplicate stems are errors."""
+def list_files(folder: str, pattern: str, stem_re: str = r".+",
+               duplicates: list[str] | None = None) -> dict[str, str]:
+  """{stem: path} of image files matching `pattern` under `folder`.
+
+  Two files with one stem are an error, or are appended to `duplicates` if a list is given (check).
+  """
   found: dict[str, str] = {}
   for path in sorted(glob.glob(os.path.join(glob.escape(folder), pattern))):
     name = os.path.basename(path)
@@ -138,13 +142,16 @@ def _list(folder: str, pattern: str, stem_re: str) -> dict[str, str]:
     if not os.path.isfile(path) or not io.is_image_file(name) or not re.fullmatch(stem_re, stem):
       continue
     if stem in found:
+      if duplicates is not None:
+        duplicates.append(f"{path}: same id '{stem}' as {found[stem]}; keep one")
+        continue
       raise io.DataError(f"two files with the stem '{stem}': {found[stem]} and {path}. Keep one "
                          "(ids are file stems, so they must be unique within a dataset).")
     found[stem] = path
   return found
 
 
-def _layout_exists(folder: str, layout: Layout) -> bool:
+def layout_exists(folder: str, layout: Layout) -> bool:
   """Whether the folders named by the layout's globs exist (a flat layout always does)."""
   def exists(pattern: str) -> bool:
     sub = os.path.dirname(pattern)
@@ -152,9 +159,9 @@ def _layout_exists(folder: str, layout: Layout) -> bool:
   return exists(layout.image_glob) and exists(layout.mask_glob)
 
 
-def pair_files(images: dict[str, str], masks: dict[str, str], where: str,
-               official_split: str = "") -> list[Example]:
-  """Pairs image and mask files by stem; a missing or an extra mask is an error naming the files."""
+def match_files(images: dict[str, str], masks: dict[str, str],
+                official_split: str = "") -> tuple[list[Example], list[str], list[str]]:
+  """(pairs, image paths without a mask, mask paths without an image), matching by stem rules."""
   examples, missing, used = [], [], set()
   for stem in sorted(images, key=natural_key):
     mask_stem = next((m for m in mask_stems(stem) if m in masks), None)
@@ -163,10 +170,17 @@ def pair_files(images: dict[str, str], masks: dict[str, str], where: str,
       continue
     used.add(mask_stem)
     examples.append(Example(stem, images[stem], masks[mask_stem], official_split))
+  extra = [masks[m] for m in sorted(masks, key=natural_key) if m not in used]
+  return examples, missing, extra
+
+
+def pair_files(images: dict[str, str], masks: dict[str, str], where: str,
+               official_split: str = "") -> list[Example]:
+  """Pairs image and mask files by stem; a missing or an extra mask is an error naming the files."""
+  examples, missing, extra = match_files(images, masks, official_split)
   problems = []
   if missing:
     problems.append(f"{len(missing)} image(s) without a mask: {_few(missing)}")
-  extra = [masks[m] for m in sorted(masks, key=natural_key) if m not in used]
   if extra:
     problems.append(f"{len(extra)} mask(s) without an image: {_few(extra)}")
   if problems:
@@ -190,7 +204,7 @@ def dataset_dir(name: str, root: str) -> str:
     return synthetic.ensure(os.path.join(root, s.dirs[0]))
   for d in s.dirs:
     folder = os.path.normpath(os.path.join(root, d))
-    if os.path.isdir(folder) and any(_layout_exists(folder, l) for l in s.layouts):
+    if os.path.isdir(folder) and any(layout_exists(folder, l) for l in s.layouts):
       return folder
   raise io.DataError(
       f"dataset '{name}' ({s.title}) not found under the data root {root}: looked for the folders "
@@ -204,10 +218,10 @@ def _find_examples(name: str, folder: str) -> tuple[Example, ...]:
   s = spec(name)
   examples: list[Example] = []
   for layout in s.layouts:
-    if not _layout_exists(folder, layout):
+    if not layout_exists(folder, layout):
       continue
-    images = _list(folder, layout.image_glob, layout.image_re)
-    masks = _list(folder, layout.mask_glob, layout.mask_re)
+    images = list_files(folder, layout.image_glob, layout.image_re)
+    masks = list_files(folder, layout.mask_glob, layout.mask_re)
     if not images and not masks:
       continue
     where = os.path.join(folder, os.path.dirname(layout.image_glob))
