@@ -12,6 +12,7 @@ hub cache (needs network); `--random-init` keeps timm's random weights (norms an
 randomised too, see `parity.randomize_`), which is how parity is tested offline. `--check` runs timm
 and our port on one random image and prints the max abs difference per stage, then
 `max_abs_diff: X`; the exit status is 1 when a stage exceeds `--tol` (relative to max(1, max|x|)).
+`--float64` runs that check in double precision on both sides.
 Needs torch and timm (requirements-test.txt); reading the output back (`load_converted`) does not.
 """
 
@@ -41,6 +42,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                       help="keys to skip (repeatable); default: the classifier head")
   parser.add_argument("--seed", type=int, default=0, help="random init and check input")
   parser.add_argument("--tol", type=float, default=1e-4, help="--check failure threshold")
+  parser.add_argument("--float64", action="store_true",
+                      help="--check in float64 on both sides (separates rounding from porting errors)")
   parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
   return parser.parse_args(argv)
 
@@ -104,7 +107,8 @@ def main(argv=None) -> int:
   if not args.check:
     return 0
 
-  report = parity.check(timm_model, converted, _check_image(timm_model, args.seed))
+  report = parity.check(timm_model, converted, _check_image(timm_model, args.seed),
+                        float64=args.float64)
   failed = False
   for name, r in report.items():
     bad = r["max_abs_diff"] > args.tol * max(1.0, r["scale"])
