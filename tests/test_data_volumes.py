@@ -31,7 +31,7 @@ def test_acdc_slices_train_and_volumes_test():
   assert batch["image"].shape == (8, 32, 32, 3) and batch["image"].dtype == np.float32
   assert batch["mask"].shape == (8, 32, 32) and batch["mask"].dtype == np.int32
   np.testing.assert_array_equal(batch["image"][..., 0], batch["image"][..., 2])  # grey -> 3 channels
-  assert -0.1 <= batch["image"].min() and batch["image"].max() <= 1.1  # order-3 zoom overshoots a little
+  assert -0.25 <= batch["image"].min() and batch["image"].max() <= 1.25  # order-3 zoom overshoots
   assert set(np.unique(batch["mask"])) <= {0, 1, 2, 3}
   test = data.eval_sets(c, "test")["acdc:test"]
   vol = next(test.volumes())
