@@ -68,9 +68,11 @@ def evaluate_sets(predict: Callable[[dict], np.ndarray], eval_sets: Mapping, *,
 
 
 def markdown_summary(results: dict[str, dict[str, float]]) -> str:
-  """One Markdown row per evaluated set with the six paper metrics and the image count."""
+  """One Markdown row per evaluated set: the six polyp metrics (or, for other kinds, every metric)."""
   from bsa_jax.eval import metrics as metrics_lib
-  names = metrics_lib.METRIC_NAMES
+  first = next(iter(results.values()), {})
+  names = [n for n in metrics_lib.METRIC_NAMES if n in first] or sorted(
+      k for k in first if k != "num_images")
   lines = ["| test set | images | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
   for set_name, values in results.items():
     lines.append(f"| {set_name} | {int(values['num_images'])} | " +
@@ -110,4 +112,7 @@ def write_results(workdir: str, results: dict[str, dict[str, float]], *, config,
   with open(summary_path, "w") as f:
     f.write(markdown_summary(results) + "\n\n" + "; ".join(
         f"{k}: {v}" for k, v in provenance.items()) + "\n")
-  return [path, summary_path] + list(tables.write_tables(results, out_dir, provenance))
+  paths = [path, summary_path]
+  if config.eval.kind == "polyp":
+    paths += list(tables.write_tables(results, out_dir, provenance))
+  return paths

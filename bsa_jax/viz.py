@@ -35,19 +35,21 @@ def overlay(image: np.ndarray, prob: np.ndarray, gt: np.ndarray | None = None,
   return out.clip(0, 255).astype(np.uint8)
 
 
-def write_overlay_page(out_dir: str, items: Sequence[tuple], threshold: float = 0.5) -> str:
-  """Saves overlays for (id, image, prob, gt-or-None) items and an `index.html` of thumbnails."""
-  os.makedirs(out_dir, exist_ok=True)
-  rows = []
-  for image_id, image, prob, gt in items:
-    name = f"{image_id}_overlay.png"
-    Image.fromarray(overlay(image, prob, gt, threshold)).save(os.path.join(out_dir, name))
-    area = float((prob >= threshold).mean())
-    rows.append(f'<figure><a href="{html.escape(name)}"><img src="{html.escape(name)}" '
-                f'width="240"></a><figcaption>{html.escape(str(image_id))}: predicted area '
-                f'{100 * area:.1f}%</figcaption></figure>')
+def save_overlay(out_dir: str, image_id: str, image: np.ndarray, prob: np.ndarray,
+                 gt: np.ndarray | None = None, threshold: float = 0.5) -> tuple[str, float]:
+  """Writes `<id>_overlay.png`; returns (file name, predicted area as a fraction of the image)."""
+  name = f"{image_id}_overlay.png"
+  Image.fromarray(overlay(image, prob, gt, threshold)).save(os.path.join(out_dir, name))
+  return name, float((prob >= threshold).mean())
+
+
+def write_index(out_dir: str, entries: Sequence[tuple[str, str, float]], with_gt: bool) -> str:
+  """`index.html` with a thumbnail and the predicted area for each (id, file name, area) entry."""
+  rows = [f'<figure><a href="{html.escape(name)}"><img src="{html.escape(name)}" width="240"></a>'
+          f'<figcaption>{html.escape(str(image_id))}: predicted area {100 * area:.1f}%</figcaption>'
+          "</figure>" for image_id, name, area in entries]
   legend = ("yellow: prediction (tint and contour)" +
-            ("; green: ground-truth contour" if any(it[3] is not None for it in items) else ""))
+            ("; green: ground-truth contour" if with_gt else ""))
   page = ("<!doctype html><meta charset='utf-8'><title>bsa_jax predictions</title>"
           "<style>figure{display:inline-block;margin:6px;font:12px sans-serif}</style>"
           f"<p>{legend}</p>" + "\n".join(rows))
@@ -55,3 +57,11 @@ def write_overlay_page(out_dir: str, items: Sequence[tuple], threshold: float = 
   with open(path, "w") as f:
     f.write(page)
   return path
+
+
+def write_overlay_page(out_dir: str, items: Sequence[tuple], threshold: float = 0.5) -> str:
+  """Saves overlays for (id, image, prob, gt-or-None) items and their `index.html`."""
+  os.makedirs(out_dir, exist_ok=True)
+  entries = [(image_id, *save_overlay(out_dir, image_id, image, prob, gt, threshold))
+             for image_id, image, prob, gt in items]
+  return write_index(out_dir, entries, with_gt=any(it[3] is not None for it in items))

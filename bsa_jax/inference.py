@@ -1,0 +1,82 @@
+"""Loading a trained workdir for inference: its config, model and weights, and a jitted predictor."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections as mlc
+import numpy as np
+import orbax.checkpoint as ocp
+
+from bsa_jax import checkpoint as ckpt_lib
+from bsa_jax import config_lib
+
+
+@dataclasses.dataclass
+class Trained:
+  """A trained model ready to predict: `predict(inputs) -> logits (B, S, S, num_classes)`."""
+  config: mlc.ConfigDict
+  step: int
+  variables: dict
+  predict: Callable[[dict], np.ndarray]
+
+  @property
+  def image_size(self) -> int:
+    return int(self.config.data.image_size)
+
+
+def load_config(workdir: str) -> mlc.ConfigDict:
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"{path} not found: --workdir must be a directory written by "
+                            "`python launch.py --config=... --workdir=...`.")
+  with open(path) as f:
+    saved = json.load(f)
+  # Start from today's defaults so a workdir written before a key existed still loads.
+  config = config_lib.base_config()
+  config.update(saved)
+  return config
+
+
+def select_step(workdir: str, which: str = "best") -> int:
+  """'best' (by validation; the latest if no evaluation ran), 'latest', or a step number."""
+  directory = os.path.join(workdir, "checkpoints")
+  if not os.path.isdir(directory):
+    raise FileNotFoundError(f"No checkpoints in {directory}; train first with launch.py.")
+  checkpointer = ckpt_lib.Checkpointer(directory, keep=1_000_000, select_metric="_unused_")
+  try:
+    steps = checkpointer.manager.all_steps()
+    if not steps:
+      raise FileNotFoundError(f"No complete checkpoint in {directory}.")
+    if which == "latest":
+      return max(steps)
+    if which == "best":
+      best = checkpointer.best_step()
+      return best if best is not None else max(steps)
+    if int(which) not in steps:
+      raise ValueError(f"--step={which}: {directory} holds steps {sorted(steps)}.")
+    return int(which)
+  finally:
+    checkpointer.manager.close()
+
+
+def load_trained(workdir: str, step: str = "best") -> Trained:
+  """Restores params and BatchNorm statistics of `step` and builds a jitted eval-mode predictor."""
+  from bsa_jax import train  # the model factory lives with the trainer
+  workdir = os.path.abspath(workdir)
+  config = load_config(workdir)
+  chosen = select_step(workdir, step)
+  restored = ocp.StandardCheckpointer().restore(
+      os.path.join(workdir, "checkpoints", str(chosen), "state"))
+  variables = {"params": restored["params"], "batch_stats": restored.get("batch_stats", {})}
+  model = train.build_model(config)
+  variables = jax.tree.map(jnp.asarray, variables)
+
+  apply = jax.jit(lambda v, inputs: model.apply(v, **inputs, train=False)[0])
+  return Trained(config=config, step=chosen, variables=variables,
+                 predict=lambda inputs: np.asarray(apply(variables, inputs)))
