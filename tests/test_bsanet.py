@@ -12,6 +12,7 @@ import pytest
 from bsa_jax import config_lib
 from bsa_jax import losses
 from bsa_jax.models import bsanet
+from bsa_jax.models import convert
 from bsa_jax.models import summary
 from bsa_jax.models import swin
 from tests.test_attention import fast_jit
@@ -127,6 +128,9 @@ def test_swin_init_mapping_tables():
   assert bsanet.swin_init_mapping("tiny") == {}
   config = config_lib.base_config()
   assert bsanet.pretrained_mapping(config.model) == bsanet.swin_init_mapping("paper")
+  config.model.variant = "tiny"
+  with pytest.raises(ValueError, match="no pretrained ISAM source"):
+    bsanet.pretrained_mapping(config.model)
 
 
 def _subtree(shapes, prefix):
@@ -144,6 +148,20 @@ def test_swin_init_mapping_targets_match_swin_t_source_shapes(variant):
             for path, leaf in jax.tree_util.tree_leaves_with_path(source)}
   for target, src in bsanet.swin_init_mapping(variant).items():
     assert _subtree(ours, target) and _subtree(ours, target) == _subtree(source, src), (target, src)
+
+
+def test_swin_t_weights_merge_into_isam_through_the_converter():
+  model = bsanet.Model(variant="paper")
+  ours = numpy_init(model, jnp.zeros((1, 64, 64, 3)), train=False)  # shapes do not depend on size
+  swin_t = numpy_init(swin.swin_from_variant("tiny"), jnp.zeros((1, 64, 64, 3)), seed=1)
+  params, batch_stats = convert.merge_pretrained(
+      ours["params"], ours["batch_stats"], {"params": swin_t["params"]},
+      mapping=bsanet.swin_init_mapping("paper"))
+  for j in range(6):
+    source = swin_t["params"]["layers_1"][f"blocks_{j % 2}"]
+    jax.tree.map(np.testing.assert_array_equal, params["isam"][f"blocks_{j}"], source)
+  jax.tree.map(np.testing.assert_array_equal, params["fsam"], ours["params"]["fsam"])
+  jax.tree.map(np.testing.assert_array_equal, batch_stats, ours["batch_stats"])
 
 
 # ----------------------------------------------------------------------------------------------------

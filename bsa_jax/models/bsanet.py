@@ -153,11 +153,20 @@ def swin_init_mapping(variant: str, **overrides) -> dict[str, str]:
 
 
 def pretrained_mapping(model_config) -> dict[str, str]:
-  """`swin_init_mapping` for a `config.model` dict (the trainer's `--config.model_init` hook)."""
+  """`swin_init_mapping` for a `config.model` dict (the trainer's `--config.model_init` hook).
+
+  Raises when the model has nothing to initialise, so a `--config.model_init` is never silently ignored.
+  """
   kwargs = dict(model_config)
   kwargs.pop("num_classes", None)
   kwargs.pop("dtype", None)
-  return swin_init_mapping(kwargs.pop("variant", "paper"), **kwargs)
+  variant = kwargs.pop("variant", "paper")
+  mapping = swin_init_mapping(variant, **kwargs)
+  if not mapping:
+    raise ValueError(f"BSA-Net variant {variant!r} has no pretrained ISAM source "
+                     "(isam_init_stage=-1); drop --config.model_init or set "
+                     "--config.model.isam_init_stage.")
+  return mapping
 
 
 class ResNeXtStage(nn.Module):
