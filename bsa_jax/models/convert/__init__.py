@@ -84,15 +84,16 @@ def convert_state_dict(state_dict: Mapping[str, np.ndarray], *, family: str | No
 def convert_timm_model(model, *, config: dict | None = None,
                        dont_load: Iterable[str] | None = None) -> Converted:
   """A live timm model -> `Converted`; also handles windows that timm shrank for a small img_size."""
-  state_dict = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
+  state_dict = {k: common.to_numpy(v) for k, v in model.state_dict().items()}
   family = detect_family(state_dict)
   kwargs = {}
   if family == "swin":
     kwargs["table_windows"] = {
         f"{name}.relative_position_bias_table": tuple(module.window_size)
         for name, module in model.named_modules() if hasattr(module, "relative_position_bias_table")}
-    if config is None:  # the configured window, which shrunk tables no longer show
-      config = swin_rules.infer_config(state_dict, window_size=int(model._ref_window_sizes[0][0]))
+    reference_windows = getattr(model, "_ref_window_sizes", None)  # private in timm 1.0.31
+    if config is None and reference_windows:  # the configured window, which shrunk tables hide
+      config = swin_rules.infer_config(state_dict, window_size=int(reference_windows[0][0]))
   return convert_state_dict(state_dict, family=family, config=config, dont_load=dont_load, **kwargs)
 
 

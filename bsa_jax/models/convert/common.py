@@ -39,10 +39,10 @@ def load_state_dict(path: str) -> dict[str, np.ndarray]:
   for container in ("model", "state_dict"):
     if isinstance(state_dict.get(container), Mapping):
       state_dict = state_dict[container]
-  return {k: _to_numpy(v) for k, v in state_dict.items()}
+  return {k: to_numpy(v) for k, v in state_dict.items()}
 
 
-def _to_numpy(value) -> np.ndarray:
+def to_numpy(value) -> np.ndarray:
   """A numpy or torch array; half-precision floats become float32 (our params are float32)."""
   if not isinstance(value, np.ndarray):  # a torch tensor
     value = value.detach().cpu()
