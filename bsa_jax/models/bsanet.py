@@ -15,7 +15,7 @@ stage-3 blocks (`layers_2`, width 384, stride 16) behind 1×1 projections; 'tiny
 a fraction of the cost, for tests. Parameters (one class; `python -m bsa_jax.models.summary`):
 
   paper          6,369,367  (+0.15 % of 6.36 M; ISAM 3.01 M, of which Swin blocks 2.68 M)
-  swin_t_stage3 16,378,083  (ISAM 11.45 M, of which Swin blocks 10.66 M)
+  swin_t_stage3 16,378,083  (ISAM 11.83 M, of which Swin blocks 10.66 M)
   tiny             156,967
 
 Contract (the trainer relies on it):
