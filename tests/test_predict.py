@@ -1,0 +1,93 @@
+"""A short training run's artefacts, re-evaluation of its workdir, and prediction on a user's folder."""
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from bsa_jax import config_lib
+from bsa_jax import metric_writer
+from bsa_jax import predict
+from bsa_jax import train
+from bsa_jax.eval import metrics as metrics_lib
+from bsa_jax.eval import workdir as eval_workdir
+
+
+@pytest.fixture(scope="module")
+def trained_workdir(tmp_path_factory, synthetic_root):
+  config = config_lib.load_config(os.path.join(config_lib.REPO_ROOT, "configs/demo.py"))
+  config.model_name = "unet"
+  config.data.root = synthetic_root
+  config.data.image_size = 32
+  config.data.max_eval_examples = 6
+  config.train.num_steps = 6
+  config.train.eval_every_epochs = 0.1  # validation every 2 steps (steps/epoch = 21)
+  config.train.log_every_steps = 2
+  config.train.progress_bar = False
+  config.eval.num_overlays = 3
+  workdir = str(tmp_path_factory.mktemp("run"))
+  summary = train.main(config, workdir)
+  return workdir, summary
+
+
+def test_run_writes_metrics_tables_overlays_and_selects_on_validation(trained_workdir):
+  workdir, summary = trained_workdir
+  records = metric_writer.read_jsonl(os.path.join(workdir, "metrics.jsonl"))
+  train_lines = [r for r in records if "loss" in r]
+  assert [r["step"] for r in train_lines] == [2, 4, 6]
+  for r in train_lines:
+    assert {"loss", "learning_rate", "grad_norm", "images_per_sec"} <= set(r)
+  val_lines = [r for r in records if "val/mDSC" in r]
+  assert [r["step"] for r in val_lines] == [2, 4, 6]
+  for name in metrics_lib.METRIC_NAMES:
+    assert f"val/{name}" in val_lines[0]
+  best = max(val_lines, key=lambda r: r["val/mDSC"])
+  assert summary["best_step"] == best["step"]
+  results = json.load(open(os.path.join(workdir, "results", "test_metrics.json")))
+  assert results["provenance"]["checkpoint_step"] == best["step"]
+  (test_name,) = results["results"]
+  assert results["results"][test_name]["num_images"] == 6
+  for name in ("test_metrics.md", "paper_tables.md", "paper_tables.csv"):
+    assert os.path.getsize(os.path.join(workdir, "results", name)) > 0
+  overlay_dir = os.path.join(workdir, "overlays", test_name.replace(":", "_"))
+  assert len([n for n in os.listdir(overlay_dir) if n.endswith("_overlay.png")]) == 3
+  assert os.path.exists(os.path.join(workdir, "tensorboard"))
+
+
+def test_workdir_evaluation_reproduces_the_trainers_test_numbers(trained_workdir):
+  workdir, summary = trained_workdir
+  results = eval_workdir.evaluate_workdir(workdir, num_overlays=0, progress=False)
+  for name, values in summary["test"].items():
+    for metric in metrics_lib.METRIC_NAMES:
+      assert results[name][metric] == pytest.approx(values[metric], abs=1e-6)
+
+
+def test_predict_on_a_users_folder(trained_workdir, tmp_path, synthetic_root):
+  workdir, _ = trained_workdir
+  images_dir = os.path.join(synthetic_root, "synthetic_polyps", "images")
+  inputs = tmp_path / "in"
+  inputs.mkdir()
+  names = sorted(os.listdir(images_dir))[:3]
+  for n in names:
+    shutil.copy(os.path.join(images_dir, n), inputs / n)
+  # Another format and size, a truncated JPEG, and a file that is not an image at all.
+  Image.open(os.path.join(images_dir, names[0])).convert("RGB").resize((97, 61)).save(
+      inputs / "odd_size.jpg")
+  (inputs / "broken.jpg").write_bytes((inputs / "odd_size.jpg").read_bytes()[:200])
+  (inputs / "notes.txt").write_text("not an image")
+  out = tmp_path / "out"
+  result = predict.run(workdir, [str(inputs)], str(out), tta=True, batch_size=2)
+  assert result["predicted"] == 4
+  assert [os.path.basename(p) for p, _ in result["skipped"]] == ["broken.jpg"]
+  assert "broken.jpg" in result["skipped"][0][1]
+  for stem in [os.path.splitext(n)[0] for n in names] + ["odd_size"]:
+    src = next(p for p in inputs.iterdir() if p.stem == stem)
+    mask = np.asarray(Image.open(out / f"{stem}_mask.png"))
+    assert mask.shape == np.asarray(Image.open(src)).shape[:2]
+    assert set(np.unique(mask)) <= {0, 255}
+    assert (out / f"{stem}_prob.png").exists() and (out / f"{stem}_overlay.png").exists()
+  page = (out / "index.html").read_text()
+  assert page.count("<figure>") == 4 and "predicted area" in page
