@@ -123,8 +123,9 @@ def _is_complete(folder: str) -> bool:
     return f"version={VERSION} count={NUM_IMAGES} seed={SEED}" in f.read()
 
 
-def write_dataset(folder: str, num_images: int = NUM_IMAGES, seed: int = SEED) -> None:
+def write_dataset(folder: str, num_images: int | None = None, seed: int = SEED) -> None:
   """Writes images/synth_XXX.png and masks/synth_XXX.png (0/255) plus a README marking them synthetic."""
+  num_images = NUM_IMAGES if num_images is None else num_images
   os.makedirs(os.path.join(folder, "images"), exist_ok=True)
   os.makedirs(os.path.join(folder, "masks"), exist_ok=True)
   for i in range(num_images):
