@@ -81,16 +81,17 @@ class BatchMaker:
                        "lower --config.train.batch_size or add data.")
     self.steps_per_epoch = n // self.global_batch_size
     self.local_batch_size = self.global_batch_size // self.process_count
-    self._perm_epoch, self._perm = -1, None
+    self._perm_cache = (-1, None)  # (epoch, permutation); replaced as one tuple, safe across threads
 
   def global_rows(self, k: int) -> tuple[int, np.ndarray]:
     """(epoch, example indices of global batch k) — the whole batch, all processes."""
     epoch, j = divmod(int(k), self.steps_per_epoch)
-    if epoch != self._perm_epoch:
-      self._perm = np.random.default_rng([self.seed, epoch]).permutation(len(self.reader))
-      self._perm_epoch = epoch
+    cached_epoch, perm = self._perm_cache
+    if cached_epoch != epoch:
+      perm = np.random.default_rng([self.seed, epoch]).permutation(len(self.reader))
+      self._perm_cache = (epoch, perm)
     start = j * self.global_batch_size
-    return epoch, self._perm[start:start + self.global_batch_size]
+    return epoch, perm[start:start + self.global_batch_size]
 
   def __call__(self, k: int) -> dict[str, np.ndarray]:
     epoch, rows = self.global_rows(k)
