@@ -42,7 +42,7 @@ def _init_distributed():
 
 def _quiet_libraries(record) -> bool:
   """Keeps INFO lines of bsa_jax; library INFO chatter (Orbax logs every file it renames) is dropped."""
-  return record.levelno >= logging.WARNING or f"{os.sep}bsa_jax{os.sep}" in record.pathname
+  return record.levelno >= std_logging.WARNING or f"{os.sep}bsa_jax{os.sep}" in record.pathname
 
 
 def _config_keys(config, prefix=""):
