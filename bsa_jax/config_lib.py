@@ -61,6 +61,11 @@ def base_config() -> mlc.ConfigDict:
   c.data.verify = "headers"  # build-time check: none | headers (sizes, ~1 ms/pair) | full (decode all)
   c.data.max_train_examples = -1  # >0 keeps only the first N of the shuffled train set (smoke runs)
   c.data.max_eval_examples = -1
+  # DIN's second input: '' (off) | clahe | histeq, applied to the network-size image of every batch
+  # (train, val and test) and added as 'image_enhanced' (bsa_jax/enhance.py).
+  c.data.enhance = ""
+  c.data.enhance_clip_limit = 2.0  # CLAHE clip limit (OpenCV's clipLimit)
+  c.data.enhance_tile_grid = 8  # CLAHE tiles per axis
 
   c.train = mlc.ConfigDict()
   c.train.batch_size = 16  # global, over all devices and processes
@@ -76,6 +81,12 @@ def base_config() -> mlc.ConfigDict:
   c.train.loss = "structure"  # structure (binary, PraNet) | din (0.3 CE + 0.7 Dice + boundary)
   c.train.deep_supervision_weight = 1.0  # weight of each side output's loss
   c.train.point_loss_weight = 1.0  # Attention Rendering Module point loss
+  # loss='din' (bsa_jax/losses_multiclass.py): ce·CE + dice·Dice + boundary·L_bnd.
+  c.train.ce_weight = 0.3
+  c.train.dice_weight = 0.7
+  c.train.boundary_weight = 1.0
+  c.train.boundary_scales = (1, 2, 4)  # average-pool kernel = stride per scale
+  c.train.boundary_operator = "sobel"  # sobel (gradient magnitude) | sobel_l1 (|gx|+|gy|) | laplacian
   c.train.log_every_steps = 10
   c.train.eval_every_epochs = 5.0
   c.train.checkpoint_every_steps = 500

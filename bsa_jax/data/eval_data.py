@@ -11,6 +11,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from bsa_jax import enhance as enhance_lib
 from bsa_jax.data import preprocess
 from bsa_jax.data import readers
 from bsa_jax.data import sources
@@ -19,13 +20,15 @@ from bsa_jax.data import sources
 class EvalSet:
   """One '<dataset>:<split>' entry, read in split order."""
 
-  def __init__(self, name: str, reader: Any, *, image_size: int, normalize: str, num_threads: int = 2):
+  def __init__(self, name: str, reader: Any, *, image_size: int, normalize: str, num_threads: int = 2,
+               enhance: dict | None = None):
     self.name = name
     self.reader = reader
     self.ids: list[str] = list(reader.ids)
     self.image_size = image_size
     self.normalize = normalize
     self.num_threads = num_threads
+    self.enhance = enhance  # bsa_jax.enhance options: batches also carry 'image_enhanced'
 
   def __len__(self) -> int:
     return len(self.reader)
@@ -59,7 +62,10 @@ class EvalSet:
         if bi + 1 < len(starts):
           nxt = starts[bi + 1]
           pending = [pool.submit(self._load, i) for i in range(nxt, min(nxt + batch_size, n))]
-        yield self._collate(current, batch_size, size, with_original_images)
+        batch = self._collate(current, batch_size, size, with_original_images)
+        if self.enhance:
+          batch = enhance_lib.add_enhanced(batch, normalize=self.normalize, **self.enhance)
+        yield batch
 
   def volumes(self) -> Iterator[dict]:
     """Yields {'id', 'image': float32 (Z, H0, W0) in [0, 1], 'label': int32 (Z, H0, W0)} per volume.
@@ -111,7 +117,8 @@ def eval_sets(data_config, which: str) -> dict[str, EvalSet]:
     if 0 < limit < len(reader):
       reader = reader.subset(range(limit))
     out[entry] = EvalSet(entry, reader, image_size=int(data_config.image_size),
-                         normalize=data_config.normalize)
+                         normalize=data_config.normalize,
+                         enhance=enhance_lib.options_from_config(data_config))
   return out
 
 

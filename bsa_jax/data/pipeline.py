@@ -18,6 +18,7 @@ from typing import Any
 import grain
 import numpy as np
 
+from bsa_jax import enhance as enhance_lib
 from bsa_jax.data import augment as augment_lib
 from bsa_jax.data import preprocess
 from bsa_jax.data import readers
@@ -73,6 +74,7 @@ class BatchMaker:
   image_size: int
   normalize: str
   augment: dict | None  # config.data.augment as a dict, or None when disabled
+  enhance: dict | None = None  # bsa_jax.enhance options (config.data.enhance), None when off
 
   def __post_init__(self):
     n = len(self.reader)
@@ -113,7 +115,10 @@ class BatchMaker:
       images.append(out["image"])
       masks.append(out["mask"])
     # image (b, S, S, 3) float32; mask (b, S, S, 1) float32 or (b, S, S) int32
-    return {"image": np.stack(images), "mask": np.stack(masks)}
+    batch = {"image": np.stack(images), "mask": np.stack(masks)}
+    if self.enhance:  # DIN's second input, 'image_enhanced' (b, S, S, 3)
+      batch = enhance_lib.add_enhanced(batch, normalize=self.normalize, **self.enhance)
+    return batch
 
 
 def num_train_examples(data_config) -> int:
@@ -132,7 +137,8 @@ def make_batch_maker(data_config, *, global_batch_size: int, seed: int, process_
       reader=train_reader(data_config), global_batch_size=global_batch_size,
       process_index=process_index, process_count=process_count, seed=int(seed),
       image_size=int(data_config.image_size), normalize=data_config.normalize,
-      augment=aug if aug.pop("enabled", False) else None)
+      augment=aug if aug.pop("enabled", False) else None,
+      enhance=enhance_lib.options_from_config(data_config))
 
 
 def batch_dataset(maker: BatchMaker, *, first_batch: int, num_workers: int,
