@@ -66,6 +66,9 @@ _ISIC2018 = (("ISIC2018_Task1-2_Training_Input", "ISIC2018_Task1_Training_Ground
              ("ISIC2018_Task1-2_Validation_Input", "ISIC2018_Task1_Validation_GroundTruth", "val"),
              ("ISIC2018_Task1-2_Test_Input", "ISIC2018_Task1_Test_GroundTruth", "test"))
 
+# Layouts of our shared folders and PraNet's TestDataset were checked on real files; the official
+# release layouts of ETIS (GroundTruth/pN.tif), CVC-300 (bbdd/ + gtpolyp/), CVC-ClinicDB (Original/ +
+# Ground Truth/), ISIC and HAM10000 are from their documentation/common usage (UNVERIFIED here: no copies).
 DATASETS: dict[str, DatasetSpec] = {s.name: s for s in (
     DatasetSpec("kvasir_seg", "Kvasir-SEG",
                 ("kvasir_seg", "Kvasir-SEG", "kvasir-seg", "Kvasir") + _pranet("Kvasir"), (_STD,)),
@@ -85,7 +88,8 @@ DATASETS: dict[str, DatasetSpec] = {s.name: s for s in (
                 (_STD, Layout("ETIS-LaribPolypDB/*", "GroundTruth/*", image_re=r"\d+"),
                  Layout("ETIS-LaribPolypDB/*", "Ground Truth/*", image_re=r"\d+"))),
     DatasetSpec("cvc_300", "CVC-300",
-                ("cvc_300", "CVC-300", "EndoScene/CVC-300", "CVC-EndoSceneStill/CVC-300") + _pranet("CVC-300"),
+                ("cvc_300", "CVC-300", "EndoScene/CVC-300", "CVC-EndoSceneStill/CVC-300")
+                + _pranet("CVC-300"),
                 (_STD, Layout("bbdd/*", "gtpolyp/*"))),
     DatasetSpec("isic2016", "ISIC 2016",
                 ("isic2016", "ISIC2016", "ISIC-2016", "ISBI2016", "."),

@@ -55,7 +55,8 @@ SOURCES = {
                 "Vazquez et al., A benchmark for endoluminal scene segmentation of colonoscopy images, "
                 "J. Healthcare Eng. 2017.", {}, "png"),
     "isic2016": ("https://challenge.isic-archive.com/data/#2016",
-                 "Gutman et al., Skin lesion analysis toward melanoma detection (ISBI 2016), arXiv:1605.01397.",
+                 "Gutman et al., Skin lesion analysis toward melanoma detection (ISBI 2016), "
+                 "arXiv:1605.01397.",
                  {k: f"{_ISIC}/2016/{k}.zip" for k in (
                      "ISBI2016_ISIC_Part1_Training_Data", "ISBI2016_ISIC_Part1_Training_GroundTruth",
                      "ISBI2016_ISIC_Part1_Test_Data", "ISBI2016_ISIC_Part1_Test_GroundTruth")}, "jpeg"),

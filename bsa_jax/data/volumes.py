@@ -3,7 +3,8 @@
 Layouts read (SPEC section 1.3):
   ACDC, SSL4MIS:   <dir>/data/[slices/]patientXXX_frameYY_slice_K.h5 (train slices) and
                    <dir>/data/patientXXX_frameYY.h5 (volumes); optional <dir>/{train_slices,val,test}.list.
-  ACDC, MT-UNet:   <dir>/{train,valid}/*.npz (slices, keys 'img' | 'image', 'label'), <dir>/test/*.npz (volumes).
+  ACDC, MT-UNet:   <dir>/{train,valid}/*.npz (slices, keys 'img' | 'image', 'label'),
+                   <dir>/test/*.npz (volumes).
   Synapse, TransUNet: <dir>/train_npz/caseXXXX_sliceNNN.npz, <dir>/test_vol_h5/caseXXXX.npy.h5.
 Images are float in [0, 1]; raw CT (HU values) is windowed to [-125, 275] and mapped with (x + 125) / 400.
 Raw 14-class BTCV labels are remapped to TransUNet's 8 organs (5, 9, 10, 12, 13 -> 0; 11 -> 5).
