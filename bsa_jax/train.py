@@ -295,7 +295,8 @@ def main(config: mlc.ConfigDict, workdir: str) -> dict[str, Any]:
         if "images_per_sec" in last_train_metrics:
           msg += f"  {last_train_metrics['images_per_sec']:.1f} img/s"
         if val_metrics is not None:
-          msg += "  val " + "  ".join(f"{k} {val_metrics[k]:.4f}" for k in ("mDSC", "mIoU", "MAE"))
+          msg += "  val " + "  ".join(f"{k} {val_metrics[k]:.4f}"
+                                      for k in ("mDSC", "mIoU", "MAE", "mHD95") if k in val_metrics)
         progress.log(msg)
 
       if (val_metrics is not None or step % config.train.checkpoint_every_steps == 0
@@ -327,9 +328,12 @@ def main(config: mlc.ConfigDict, workdir: str) -> dict[str, Any]:
       writer.write(step, {f"test/{name}/{k}": v for k, v in results[name].items()})
     summary["test"] = results
     if process_index == 0:
-      paths = evaluate.write_results(workdir, results, config=config, checkpoint_step=selected)
+      report = evaluate
+      if config.eval.kind == "multiclass":  # per-class DSC/HD95 in DIN-style tables
+        from bsa_jax import evaluate_multiclass as report
+      paths = report.write_results(workdir, results, config=config, checkpoint_step=selected)
       progress.log("Test results (checkpoint step %d, selected on validation):\n%s\nWritten: %s" % (
-          selected, evaluate.markdown_summary(results), ", ".join(paths)))
+          selected, report.markdown_summary(results), ", ".join(paths)))
   checkpointer.close()
   writer.close()
   if process_index == 0:
