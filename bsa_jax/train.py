@@ -194,7 +194,8 @@ def main(config: mlc.ConfigDict, workdir: str) -> dict[str, Any]:
 
   # ---------------------------------------------------------------- shardings and init
   repl = sharding_lib.replicated(mesh)
-  base_rng = jax.device_put(jax.random.key(config.seed), repl)
+  # Created under jit: device_put cannot target devices of other processes.
+  base_rng = jax.jit(lambda: jax.random.key(config.seed), out_shardings=repl)()
   abstract_state = jax.eval_shape(init_fn, base_rng)
   state_sharding = jax.tree.map(lambda _: repl, abstract_state)
   abstract_state = jax.tree.map(

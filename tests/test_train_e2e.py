@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -118,7 +119,11 @@ def test_two_processes_match_one_process(tmp_path, synthetic_root):
   assert "4 devices, 2 process(es)" in outs[0] + outs[1]
   one, two = _losses(one_dir), _losses(two_dir)
   assert sorted(one) == sorted(two) == [1, 2, 3]
-  np.testing.assert_allclose([two[s] for s in (1, 2, 3)], [one[s] for s in (1, 2, 3)], rtol=1e-5)
+  # Step 1 sees identical params and the identical global batch. Later steps differ only by the
+  # summation order of the cross-process gradient all-reduce (gloo), which Adam's per-element
+  # normalisation amplifies slightly (~1e-5 relative).
+  assert two[1] == pytest.approx(one[1], rel=1e-6)
+  np.testing.assert_allclose([two[2], two[3]], [one[2], one[3]], rtol=1e-4)
 
 
 def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, synthetic_root):
@@ -136,7 +141,7 @@ def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, syntheti
   workdir = str(tmp_path / "nan")
   with pytest.raises(train.NonFiniteError, match=r"Non-finite training at step (\d+)") as info:
     train.main(config, workdir)
-  bad_step = int(info.match(r"at step (\d+)").group(1))
+  bad_step = int(re.search(r"at step (\d+)", str(info.value)).group(1))
   steps = sorted(int(d) for d in os.listdir(os.path.join(workdir, "checkpoints")) if d.isdigit())
   assert steps and max(steps) == bad_step - 1, (steps, bad_step)
   saved = _final_params(workdir, max(steps))
