@@ -29,6 +29,7 @@ from bsa_jax import losses
 from bsa_jax import metric_writer
 from bsa_jax import models
 from bsa_jax import optim
+from bsa_jax import pretrained
 from bsa_jax import sharding as sharding_lib
 
 
@@ -114,7 +115,7 @@ def predict_step(state, inputs, *, model):
 def _load_pretrained(config, state):
   """Merges a converted timm checkpoint (`config.model_init`) into freshly initialised params."""
   from bsa_jax.models import convert  # torch-free: reads our own converted format
-  loaded = convert.load_converted(config.model_init)
+  loaded = convert.load_converted(pretrained.resolve(config.model_init))
   model_module = models.get_model_module(config.model_name)
   mapping = getattr(model_module, "pretrained_mapping", None)
   params, batch_stats = convert.merge_pretrained(
@@ -176,6 +177,11 @@ def main(config: mlc.ConfigDict, workdir: str) -> dict[str, Any]:
       f.write(config.to_json_best_effort(indent=2))
   logging.info("Mesh %s over %d devices, %d process(es); workdir %s",
                dict(mesh.shape), num_devices, process_count, workdir)
+
+  ckpt_dir = os.path.join(workdir, "checkpoints")
+  fresh_run = not (os.path.isdir(ckpt_dir) and any(d.isdigit() for d in os.listdir(ckpt_dir)))
+  if config.model_init and fresh_run and not config.resume:
+    pretrained.resolve(config.model_init)  # fail (or download) now, not after compiling
 
   # ---------------------------------------------------------------- input
   num_train = data_lib.num_examples(config.data, "train")

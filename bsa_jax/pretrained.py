@@ -1,0 +1,42 @@
+"""Resolving `config.model_init` to a converted-weights directory (see `bsa_jax.models.convert`).
+
+  --config.model_init=weights/swin_t                          # made by `python -m bsa_jax.models.convert`
+  --config.model_init=timm:swin_tiny_patch4_window7_224       # fetched through timm's cache, converted once
+
+`timm:` needs torch + timm and the network the first time; the converted copy is cached in
+`$BSA_CACHE_DIR/converted/<name>` (default ~/.cache/bsa_jax). Offline it fails before training starts
+and says how to convert a local checkpoint file instead.
+"""
+
+import os
+
+from bsa_jax.models.convert import METADATA_FILE
+
+
+def cache_dir() -> str:
+  return os.environ.get("BSA_CACHE_DIR", os.path.expanduser("~/.cache/bsa_jax"))
+
+
+def resolve(model_init: str) -> str:
+  """A local converted-weights directory for `model_init` (converting a `timm:` name if needed)."""
+  if not model_init.startswith("timm:"):
+    if not os.path.exists(os.path.join(model_init, METADATA_FILE)):
+      raise FileNotFoundError(
+          f"--config.model_init={model_init!r} is not a converted-weights directory (no "
+          f"{METADATA_FILE}). Make one with `python -m bsa_jax.models.convert --timm-model NAME "
+          "--checkpoint FILE --out DIR`, or use --config.model_init=timm:NAME.")
+    return model_init
+  name = model_init[len("timm:"):]
+  out = os.path.join(cache_dir(), "converted", name)
+  if os.path.exists(os.path.join(out, METADATA_FILE)):
+    return out
+  from bsa_jax.models.convert import __main__ as convert_cli
+  try:
+    convert_cli.main(["--timm-model", name, "--pretrained", "--out", out])
+  except SystemExit as e:
+    raise RuntimeError(
+        f"--config.model_init={model_init} could not fetch timm's pretrained weights: {e}\n"
+        f"Offline: copy the checkpoint file here, run `python -m bsa_jax.models.convert "
+        f"--timm-model {name} --checkpoint FILE --out weights/{name}` and pass "
+        f"--config.model_init=weights/{name}.") from None
+  return out
