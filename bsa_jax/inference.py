@@ -17,6 +17,10 @@ from bsa_jax import checkpoint as ckpt_lib
 from bsa_jax import config_lib
 
 
+# Intermediates drawn as heat maps by `predict --attention`: ISAM's output and FSAM's attended output.
+ATTENTION_MAPS = ("isam/out", "fsam/out")
+
+
 @dataclasses.dataclass
 class Trained:
   """A trained model ready to predict: `predict(inputs) -> logits (B, S, S, num_classes)`."""
@@ -24,6 +28,8 @@ class Trained:
   step: int
   variables: dict
   predict: Callable[[dict], np.ndarray]
+  # inputs -> (logits, {name: (B, h, w, C) features}) for the names in ATTENTION_MAPS the model has.
+  predict_with_maps: Callable[[dict], tuple[np.ndarray, dict]]
 
   @property
   def image_size(self) -> int:
@@ -78,5 +84,12 @@ def load_trained(workdir: str, step: str = "best") -> Trained:
   variables = jax.tree.map(jnp.asarray, variables)
 
   apply = jax.jit(lambda v, inputs: model.apply(v, **inputs, train=False)[0])
+
+  @jax.jit
+  def apply_with_maps(v, inputs):
+    logits, aux = model.apply(v, **inputs, train=False)
+    return logits, {k: aux[k] for k in ATTENTION_MAPS if k in aux}
+
   return Trained(config=config, step=chosen, variables=variables,
-                 predict=lambda inputs: np.asarray(apply(variables, inputs)))
+                 predict=lambda inputs: np.asarray(apply(variables, inputs)),
+                 predict_with_maps=lambda inputs: jax.device_get(apply_with_maps(variables, inputs)))

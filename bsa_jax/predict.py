@@ -5,7 +5,8 @@
 
 For each image (any size, any format PIL reads) it writes `<stem>_mask.png` (binary, original size),
 `<stem>_prob.png` (8-bit probability), `<stem>_overlay.png` and an `index.html` with thumbnails and the
-predicted area. A corrupt or unreadable file is reported and skipped, and the count is printed.
+predicted area; with --attention also `<stem>_isam.png` / `<stem>_fsam.png`, heat maps of the energy of
+the Image- and Feature-Space Attention Modules' outputs. A corrupt or unreadable file is reported and skipped, and the count is printed.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ _STEP = flags.DEFINE_string("step", "best", "Checkpoint: best (on validation), l
 _TTA = flags.DEFINE_bool("tta", False, "Average with the horizontally flipped prediction.")
 _BATCH = flags.DEFINE_integer("batch_size", 8, "Images per forward pass.")
 _THRESHOLD = flags.DEFINE_float("threshold", 0.5, "Probability threshold for the binary mask.")
+_ATTENTION = flags.DEFINE_bool(
+    "attention", False, "Also write heat maps of the attention modules' outputs (ISAM, FSAM energy).")
 
 
 def list_inputs(inputs: Sequence[str]) -> list[str]:
@@ -54,17 +57,24 @@ def read_images(paths: Sequence[str], skipped: list[tuple[str, str]]) -> Iterato
       skipped.append((path, str(e)))
 
 
-def predict_probabilities(trained, images: Sequence[np.ndarray], tta: bool) -> list[np.ndarray]:
-  """Foreground probability (H0, W0) per image at its original size."""
+def predict_probabilities(trained, images: Sequence[np.ndarray], tta: bool,
+                          with_maps: bool = False) -> tuple[list[np.ndarray], dict]:
+  """Foreground probability (H0, W0) per image at its original size, and the attention features."""
   from bsa_jax.data import preprocess
   from bsa_jax.eval.metrics import resize_prediction
   size, norm = trained.image_size, trained.config.data.normalize
   batch = np.stack([preprocess.normalize(preprocess.resize_image(im, size), norm) for im in images])
-  logits = trained.predict({"image": batch})[..., 0]  # (B, S, S)
+  maps = {}
+  if with_maps:
+    logits, maps = trained.predict_with_maps({"image": batch})
+    logits = np.asarray(logits)[..., 0]  # (B, S, S)
+  else:
+    logits = trained.predict({"image": batch})[..., 0]
   if tta:
     flipped = trained.predict({"image": batch[:, :, ::-1]})[..., 0][:, :, ::-1]
     logits = (logits + flipped) / 2
-  return [1 / (1 + np.exp(-resize_prediction(l, im.shape[:2]))) for l, im in zip(logits, images)]
+  probs = [1 / (1 + np.exp(-resize_prediction(l, im.shape[:2]))) for l, im in zip(logits, images)]
+  return probs, maps
 
 
 def write_outputs(out_dir: str, stem: str, image: np.ndarray, prob: np.ndarray,
@@ -79,7 +89,7 @@ def write_outputs(out_dir: str, stem: str, image: np.ndarray, prob: np.ndarray,
 
 
 def run(workdir: str, inputs: Sequence[str], output: str, *, step: str = "best", tta: bool = False,
-        batch_size: int = 8, threshold: float = 0.5) -> dict:
+        batch_size: int = 8, threshold: float = 0.5, attention: bool = False) -> dict:
   """Predicts every readable input image; returns counts and the skipped files with reasons."""
   from tqdm import tqdm
   from bsa_jax import inference
@@ -92,13 +102,16 @@ def run(workdir: str, inputs: Sequence[str], output: str, *, step: str = "best",
   stems = {}
 
   def flush():
-    probs = predict_probabilities(trained, [im for _, im in pending], tta)
-    for (path, image), prob in zip(pending, probs):
+    probs, maps = predict_probabilities(trained, [im for _, im in pending], tta, attention)
+    for i, ((path, image), prob) in enumerate(zip(pending, probs)):
       stem = os.path.splitext(os.path.basename(path))[0]
       stems[stem] = stems.get(stem, 0) + 1
       if stems[stem] > 1:  # same stem from two folders: keep both
         stem = f"{stem}_{stems[stem]}"
       entries.append(write_outputs(output, stem, image, prob, threshold))
+      for name, features in maps.items():  # e.g. 'isam/out' -> <stem>_isam.png
+        heat = viz.heatmap_overlay(image, viz.feature_energy(features[i]))
+        Image.fromarray(heat).save(os.path.join(output, f"{stem}_{name.split('/')[0]}.png"))
     pending.clear()
 
   for path, image in tqdm(read_images(paths, skipped), total=len(paths), desc="predict",
@@ -117,7 +130,7 @@ def main(argv):
   if not (_WORKDIR.value and _INPUT.value and _OUTPUT.value):
     raise app.UsageError("--workdir, --input and --output are required.")
   result = run(_WORKDIR.value, _INPUT.value, _OUTPUT.value, step=_STEP.value, tta=_TTA.value,
-               batch_size=_BATCH.value, threshold=_THRESHOLD.value)
+               batch_size=_BATCH.value, threshold=_THRESHOLD.value, attention=_ATTENTION.value)
   for path, reason in result["skipped"]:
     print(f"skipped {path}: {reason}", file=sys.stderr)
   print(f"{result['predicted']} image(s) segmented with checkpoint step {result['step']}, "

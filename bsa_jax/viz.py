@@ -65,3 +65,31 @@ def write_overlay_page(out_dir: str, items: Sequence[tuple], threshold: float = 
   entries = [(image_id, *save_overlay(out_dir, image_id, image, prob, gt, threshold))
              for image_id, image, prob, gt in items]
   return write_index(out_dir, entries, with_gt=any(it[3] is not None for it in items))
+
+
+# Piecewise-linear "hot" colour ramp: black → red → yellow → white (no plotting dependency needed).
+_RAMP = np.array([[0, 0, 0], [180, 0, 0], [255, 140, 0], [255, 240, 60], [255, 255, 255]],
+                 np.float32)
+
+
+def colorize(heat: np.ndarray) -> np.ndarray:
+  """(H, W) values in [0, 1] → (H, W, 3) uint8 on the hot ramp."""
+  pos = np.clip(heat, 0, 1) * (len(_RAMP) - 1)
+  lo = np.floor(pos).astype(int).clip(0, len(_RAMP) - 2)
+  frac = (pos - lo)[..., None]
+  return ((1 - frac) * _RAMP[lo] + frac * _RAMP[lo + 1]).astype(np.uint8)
+
+
+def feature_energy(features: np.ndarray) -> np.ndarray:
+  """Mean squared activation per pixel of (h, w, C) features, min–max normalised to [0, 1]."""
+  energy = np.mean(np.square(features.astype(np.float32)), axis=-1)
+  span = energy.max() - energy.min()
+  return (energy - energy.min()) / span if span > 0 else np.zeros_like(energy)
+
+
+def heatmap_overlay(image: np.ndarray, heat: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+  """Blends a [0, 1] heat map (any size; resized bilinearly) over `image` (H, W, 3) uint8."""
+  h, w = image.shape[:2]
+  heat_img = Image.fromarray(np.uint8(np.clip(heat, 0, 1) * 255)).resize((w, h), Image.BILINEAR)
+  colored = colorize(np.asarray(heat_img, np.float32) / 255).astype(np.float32)
+  return ((1 - alpha) * image.astype(np.float32) + alpha * colored).clip(0, 255).astype(np.uint8)
