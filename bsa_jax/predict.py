@@ -3,10 +3,10 @@
   python -m bsa_jax.predict --workdir workdirs/kvasir --input my_images/ --output predictions/
   python -m bsa_jax.predict --workdir W --input a.jpg b.png --output out/ --tta
 
-For each image (any size, any format PIL reads) it writes `<stem>_mask.png` (binary, original size),
-`<stem>_prob.png` (8-bit probability), `<stem>_overlay.png` and an `index.html` with thumbnails and the
-predicted area; with --attention also `<stem>_isam.png` / `<stem>_fsam.png`, heat maps of the energy of
-the Image- and Feature-Space Attention Modules' outputs. A corrupt or unreadable file is reported and skipped, and the count is printed.
+For each image (any size, any format PIL reads) it writes, at the original size, `masks/<stem>.png`
+(binary), `probabilities/<stem>.png` (8-bit), `overlays/<stem>_overlay.png`, and an `index.html` with
+thumbnails and the predicted area; with --attention also `attention/<stem>_{isam,fsam}.png`, heat maps
+of the energy of the Image- and Feature-Space Attention Modules' outputs. A corrupt or unreadable file is reported and skipped, and the count is printed.
 """
 
 from __future__ import annotations
@@ -79,13 +79,18 @@ def predict_probabilities(trained, images: Sequence[np.ndarray], tta: bool,
 
 def write_outputs(out_dir: str, stem: str, image: np.ndarray, prob: np.ndarray,
                   threshold: float) -> tuple[str, str, float]:
-  """Mask, probability map and overlay of one image; returns its index entry (stem, file, area)."""
+  """Mask, probability map and overlay of one image; returns its index entry (stem, path, area).
+
+  `masks/` and `probabilities/` hold `<stem>.png`, so `python -m bsa_jax.eval --pred-dir
+  OUT/probabilities --gt-dir ...` scores them directly.
+  """
   from bsa_jax import viz
   Image.fromarray(((prob >= threshold) * 255).astype(np.uint8)).save(
-      os.path.join(out_dir, f"{stem}_mask.png"))
+      os.path.join(out_dir, "masks", f"{stem}.png"))
   Image.fromarray(np.round(prob * 255).astype(np.uint8)).save(
-      os.path.join(out_dir, f"{stem}_prob.png"))
-  return (stem, *viz.save_overlay(out_dir, stem, image, prob, None, threshold))
+      os.path.join(out_dir, "probabilities", f"{stem}.png"))
+  name, area = viz.save_overlay(os.path.join(out_dir, "overlays"), stem, image, prob, None, threshold)
+  return stem, f"overlays/{name}", area
 
 
 def run(workdir: str, inputs: Sequence[str], output: str, *, step: str = "best", tta: bool = False,
@@ -96,7 +101,8 @@ def run(workdir: str, inputs: Sequence[str], output: str, *, step: str = "best",
   from bsa_jax import viz
   trained = inference.load_trained(workdir, step)
   paths = list_inputs(inputs)
-  os.makedirs(output, exist_ok=True)
+  for sub in ("masks", "probabilities", "overlays") + (("attention",) if attention else ()):
+    os.makedirs(os.path.join(output, sub), exist_ok=True)
   skipped: list[tuple[str, str]] = []
   entries, pending = [], []  # index entries; images waiting for a full batch
   stems = {}
@@ -111,7 +117,8 @@ def run(workdir: str, inputs: Sequence[str], output: str, *, step: str = "best",
       entries.append(write_outputs(output, stem, image, prob, threshold))
       for name, features in maps.items():  # e.g. 'isam/out' -> <stem>_isam.png
         heat = viz.heatmap_overlay(image, viz.feature_energy(features[i]))
-        Image.fromarray(heat).save(os.path.join(output, f"{stem}_{name.split('/')[0]}.png"))
+        Image.fromarray(heat).save(
+            os.path.join(output, "attention", f"{stem}_{name.split('/')[0]}.png"))
     pending.clear()
 
   for path, image in tqdm(read_images(paths, skipped), total=len(paths), desc="predict",

@@ -85,9 +85,10 @@ def test_predict_on_a_users_folder(trained_workdir, tmp_path, synthetic_root):
   assert "broken.jpg" in result["skipped"][0][1]
   for stem in [os.path.splitext(n)[0] for n in names] + ["odd_size"]:
     src = next(p for p in inputs.iterdir() if p.stem == stem)
-    mask = np.asarray(Image.open(out / f"{stem}_mask.png"))
+    mask = np.asarray(Image.open(out / "masks" / f"{stem}.png"))
     assert mask.shape == np.asarray(Image.open(src)).shape[:2]
     assert set(np.unique(mask)) <= {0, 255}
-    assert (out / f"{stem}_prob.png").exists() and (out / f"{stem}_overlay.png").exists()
+    assert (out / "probabilities" / f"{stem}.png").exists()
+    assert (out / "overlays" / f"{stem}_overlay.png").exists()
   page = (out / "index.html").read_text()
   assert page.count("<figure>") == 4 and "predicted area" in page

@@ -157,21 +157,3 @@ def test_config_typo_fails_before_compiling_and_names_the_key():
   assert "--config.train.lrr" in proc.stderr and "Did you mean --config.train.lr?" in proc.stderr
   assert not os.path.exists("/tmp/unused")
 
-
-def test_kvasir_small_on_real_data_lowers_the_loss(tmp_path):
-  from conftest import data_dir
-  data_dir("kvasir_seg")
-  data_dir("cvc_clinicdb_pranet_train")
-  config = config_lib.load_config(os.path.join(REPO, "configs/kvasir.py:small"))
-  config.train.num_steps = 24
-  config.train.log_every_steps = 4
-  config.train.lr = 3e-3
-  config.data.val = ()  # validation and test scoring are covered elsewhere; this is about learning
-  config.data.test = ()
-  config.train.progress_bar = False
-  workdir = str(tmp_path / "kvasir_small")
-  train.main(config, workdir)
-  losses = [r["loss"] for r in metric_writer.read_jsonl(os.path.join(workdir, "metrics.jsonl"))]
-  assert len(losses) == 6
-  # The total (main + 4 side outputs + ARM points) fell by ~9 % over 24 steps when measured.
-  assert np.mean(losses[-2:]) < 0.95 * np.mean(losses[:2]), losses
