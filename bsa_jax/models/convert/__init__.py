@@ -1,4 +1,4 @@
-"""Strict timm -> Flax weight conversion for the Swin v1 and ResNet/ResNeXt families.
+"""Strict timm -> Flax weight conversion for the Swin v1, ResNet/ResNeXt and Res2Net families.
 
     python -m bsa_jax.models.convert --timm-model swin_tiny_patch4_window7_224 \\
         (--checkpoint FILE | --random-init | --pretrained) --out DIR [--check]
@@ -19,9 +19,11 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 from flax import linen as nn
 
+from bsa_jax.models import res2net as res2net_model
 from bsa_jax.models import resnext as resnext_model
 from bsa_jax.models import swin as swin_model
 from bsa_jax.models.convert import common
+from bsa_jax.models.convert import res2net as res2net_rules
 from bsa_jax.models.convert import resnet as resnet_rules
 from bsa_jax.models.convert import swin as swin_rules
 from bsa_jax.models.convert.common import ConversionError, load_state_dict, merge_params
@@ -32,9 +34,10 @@ __all__ = [
     "read_metadata", "save_converted",
 ]
 
-_RULES = {"swin": swin_rules, "resnet": resnet_rules}
+_RULES = {"swin": swin_rules, "resnet": resnet_rules, "res2net": res2net_rules}
 # Aliased: the rule modules convert/swin.py and convert/resnet.py take the bare names in this package.
-_MODELS = {"swin": swin_model.SwinTransformer, "resnet": resnext_model.ResNet}
+_MODELS = {"swin": swin_model.SwinTransformer, "resnet": resnext_model.ResNet,
+           "res2net": res2net_model.Res2Net}
 VARIABLES_DIR = "variables"  # orbax StandardCheckpointer directory inside the output
 METADATA_FILE = "source.json"
 
@@ -53,6 +56,8 @@ class Converted:
 def detect_family(state_dict: Mapping[str, Any]) -> str:
   if "patch_embed.proj.weight" in state_dict:
     return "swin"
+  if "layer1.0.convs.0.weight" in state_dict:  # Res2Net's hierarchical 3x3 convs
+    return "res2net"
   if "conv1.weight" in state_dict or "conv1.0.weight" in state_dict:
     return "resnet"
   raise ConversionError("cannot tell the model family: neither a Swin (patch_embed.proj.weight) nor a "
