@@ -1,4 +1,4 @@
-"""Multi-class scoring (ACDC, Synapse): per-class DSC/HD95 per volume (TransUNet/MERIT), 2-D slice sets.
+"""Multi-class scoring (ACDC, Synapse): per-class DSC/HD95 per volume (TransUNet/MERIT), slice sets.
 
 Volume protocol (SPEC §1.4; Beckschen/TransUNet:utils.py `test_single_volume`, kept by MERIT):
 each slice is zoomed to the network size (scipy order 3), predicted, argmax'ed and zoomed back
@@ -60,9 +60,9 @@ def class_names(dataset: str | None, num_classes: int) -> tuple[str, ...]:
   return tuple(f"class{c}" for c in range(1, num_classes))
 
 
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Binary 3-D (or 2-D) metrics.
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 
 def dice(pred: np.ndarray, gt: np.ndarray) -> float:
   """2|P∩G| / (|P| + |G|) of two boolean masks; 0 when both are empty (medpy `dc`)."""
@@ -71,7 +71,7 @@ def dice(pred: np.ndarray, gt: np.ndarray) -> float:
 
 
 def _surface(mask: np.ndarray) -> np.ndarray:
-  """Voxels of `mask` with a face-neighbour outside it (the array's outside counts as background)."""
+  """Voxels of `mask` with a face-neighbour outside it (outside the array counts as background)."""
   structure = ndimage.generate_binary_structure(mask.ndim, 1)
   return mask & ~ndimage.binary_erosion(mask, structure=structure, border_value=0)
 
@@ -117,9 +117,9 @@ def score_volume(pred: np.ndarray, label: np.ndarray, num_classes: int,
   return [case_metrics(pred == c, label == c, spacing) for c in range(1, num_classes)]
 
 
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Prediction.
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 
 def zoom_labels(labels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
   """Nearest-neighbour (scipy order 0) zoom of a (S, S) label map back to `shape`, as TransUNet."""
@@ -163,9 +163,9 @@ def predict_volume(predict: Callable[[dict], np.ndarray], image: np.ndarray, *, 
   return labels
 
 
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Evaluation sets.
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 
 def _set_info(eval_set) -> tuple[str | None, int]:
   reader = eval_set.reader
@@ -294,9 +294,9 @@ def evaluate_sets(predict: Callable[[dict], np.ndarray], eval_sets: Mapping, *, 
   return result
 
 
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Files: per-volume CSV, overlays, DIN-style tables.
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 
 def write_per_volume_csv(path: str, rows: Sequence[dict]) -> str:
   os.makedirs(os.path.dirname(path) or ".", exist_ok=True)

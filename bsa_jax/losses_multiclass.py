@@ -5,15 +5,16 @@
   probabilities p and one-hot labels g including the background; per class c, over the whole batch,
   1 − (2·Σ p_c g_c + 1e-5) / (Σ p_c² + Σ g_c² + 1e-5) (squared denominators); mean over all classes.
 - L_bnd (DIN's multi-scale boundary loss, figure text): Σ_{i ∈ scales} mean |G(avgpool_i(p)) −
-  G(avgpool_i(g))|, with avgpool_i an i×i average pool of stride i and G a per-class gradient extractor.
+  G(avgpool_i(g))|, avgpool_i an i×i average pool of stride i, G a per-class gradient extractor.
   The paper leaves G, the reduction and the inputs open; we use p = softmax, g = one-hot, mean
-  reduction and, by default, the Sobel gradient magnitude √(gx² + gy² + ε) on edge-padded maps (the
-  ε = 1e-12 keeps the gradient finite where both Sobel responses are 0 and cancels in the difference).
-  Options: 'sobel_l1' (|gx| + |gy|) and 'laplacian' (|4-neighbour Laplacian|).
+  reduction and, by default, the Sobel gradient magnitude √(gx² + gy² + ε) on edge-padded maps
+  (ε = 1e-12 keeps the gradient finite where both Sobel responses are 0; it cancels in the
+  difference). Options: 'sobel_l1' (|gx| + |gy|) and 'laplacian' (|4-neighbour Laplacian|).
 
 Weights, scales and operator come from `config.train` (ce_weight, dice_weight, boundary_weight,
-boundary_scales, boundary_operator). Each side output gets the same loss after bilinear upsampling to
-the label size, weighted by `deep_supervision_weight` (as `losses.segmentation_loss` does for BSA-Net).
+boundary_scales, boundary_operator). Each side output gets the same loss after bilinear upsampling
+to the label size, weighted by `deep_supervision_weight` (as `losses.segmentation_loss` does for
+BSA-Net).
 
 Binary data (one logit per pixel, float masks (B, S, S, 1)) is handled as two classes with logits
 (0, l): softmax over them is σ(l), so CE is exactly BCE and the polyp metrics still read one logit.
@@ -49,7 +50,7 @@ def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
 
 
 def dice_loss(probs: jax.Array, one_hot: jax.Array, smooth: float = 1e-5) -> jax.Array:
-  """TransUNet's Dice loss: per class over the batch, squared denominators, mean over all K classes."""
+  """TransUNet's Dice loss: per class over the batch, squared denominators, mean over classes."""
   axes = (0, 1, 2)
   intersection = jnp.sum(probs * one_hot, axis=axes)  # (K,)
   denominator = jnp.sum(probs * probs, axis=axes) + jnp.sum(one_hot * one_hot, axis=axes)
@@ -96,7 +97,7 @@ def boundary_loss(probs: jax.Array, one_hot: jax.Array, scales=(1, 2, 4),
 
 def din_terms(logits: jax.Array, labels: jax.Array,
               train_config: mlc.ConfigDict) -> dict[str, jax.Array]:
-  """{'ce', 'dice', 'boundary', 'total'} of one prediction; logits (B, H, W, K≥2), labels (B, H, W)."""
+  """{'ce', 'dice', 'boundary', 'total'} of logits (B, H, W, K≥2) against labels (B, H, W)."""
   probs = jax.nn.softmax(logits, axis=-1)
   one_hot = jax.nn.one_hot(labels, logits.shape[-1], dtype=jnp.float32)
   terms = {

@@ -132,11 +132,12 @@ def _swap_directions(tree):
   """Exchanges every 'original' and 'enhanced' weight and the two DIFM branches' weights."""
   out = {}
   for name, value in tree.items():
-    swapped = (name.replace("original", "@").replace("enhanced", "original").replace("@", "enhanced")
-               if name.startswith(("encoder_", "merge_")) else name)
-    if name.startswith("difm_"):
+    parts = name.split("_")  # 'encoder_original', 'merge_enhanced_2', 'difm_1', 'decoder'
+    if parts[0] in ("encoder", "merge"):
+      parts[1] = {"original": "enhanced", "enhanced": "original"}[parts[1]]
+    if parts[0] == "difm":
       value = {"i_from_e": value["e_from_i"], "e_from_i": value["i_from_e"]}
-    out[swapped] = value
+    out["_".join(parts)] = value
   return out
 
 

@@ -1,4 +1,4 @@
-"""CLAHE / histogram equalisation vs OpenCV on real images, dtypes, and the pipeline's enhanced input."""
+"""CLAHE and histogram equalisation vs OpenCV on real images, dtypes, the pipeline hook."""
 
 import glob
 import os
@@ -67,7 +67,8 @@ def test_float_input_is_quantised_and_returned_in_unit_range():
   image = rng.random((40, 52)).astype(np.float32)
   out = enhance.clahe(image)
   assert out.dtype == np.float32 and 0.0 <= out.min() and out.max() <= 1.0
-  np.testing.assert_array_equal(out * 255.0, enhance.clahe(enhance.to_uint8(image)).astype(np.float32))
+  expected = enhance.clahe(enhance.to_uint8(image)).astype(np.float32)
+  np.testing.assert_array_equal(out * 255.0, expected)
 
 
 def test_enhance_grey_rgb_and_colour_channels():
@@ -91,7 +92,8 @@ def test_add_enhanced_recovers_uint8_sources_exactly(normalize):
   rng = np.random.default_rng(2)
   uint8 = rng.integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
   batch = {"image": preprocess.normalize(uint8, normalize), "mask": np.zeros((2, 32, 32, 1))}
-  out = enhance.add_enhanced(batch, normalize=normalize, method="clahe", clip_limit=2.0, tile_grid=4)
+  out = enhance.add_enhanced(batch, normalize=normalize, method="clahe", clip_limit=2.0,
+                             tile_grid=4)
   expected = np.stack([preprocess.normalize(enhance.enhance(x, "clahe", tile_grid=4), normalize)
                        for x in uint8])
   np.testing.assert_allclose(out["image_enhanced"], expected, atol=1e-6)

@@ -1,5 +1,5 @@
-"""Volume and slice scoring: DSC/HD95 equal medpy's on real ACDC volumes, TransUNet's inference loop,
-edge cases, result tables."""
+"""Volume and slice scoring: DSC/HD95 equal medpy's on real ACDC volumes, TransUNet's inference
+loop, edge cases, result tables."""
 
 import glob
 import json
@@ -72,7 +72,7 @@ def test_transunet_edge_cases():
 
 
 class _IntensityModel:
-  """A stand-in network: class = intensity quartile of the first channel (unnormalised 'unit' input).
+  """A stand-in network: class = intensity quartile of the first channel ('unit' normalisation).
 
   Records every batch shape so the test can check the fixed-size batching.
   """

@@ -1,4 +1,4 @@
-"""DIN's loss: the multi-scale boundary term on hand-made masks, TransUNet's Dice, CE, binary case."""
+"""DIN's loss: the multi-scale boundary term on hand-made masks, TransUNet's Dice, CE, one logit."""
 
 import jax
 import jax.numpy as jnp
@@ -49,7 +49,8 @@ def test_boundary_loss_grows_with_edge_displacement(operator):
            for g in range(6)]
   assert grown[0] == 0.0 and all(b > a for a, b in zip(grown, grown[1:])), grown
   # The coarse scales keep growing after the stride-1 edges stop overlapping (shift >= 3).
-  fine = [float(lm.boundary_loss(_one_hot(_labels(shift=d)), target, (1,), operator)) for d in (3, 8)]
+  fine = [float(lm.boundary_loss(_one_hot(_labels(shift=d)), target, (1,), operator))
+          for d in (3, 8)]
   coarse = [float(lm.boundary_loss(_one_hot(_labels(shift=d)), target, (4,), operator))
             for d in (3, 8)]
   assert coarse[1] - coarse[0] > 3 * (fine[1] - fine[0])
@@ -60,7 +61,8 @@ def test_boundary_loss_is_the_sum_over_scales_of_pooled_sobel_distances():
   probs = jax.nn.softmax(jnp.asarray(rng.normal(size=(2, 16, 16, 3)), jnp.float32))
   target = _one_hot(jnp.asarray(rng.integers(0, 3, (2, 16, 16))))
   per_scale = [float(lm.boundary_loss(probs, target, (s,))) for s in (1, 2, 4)]
-  assert float(lm.boundary_loss(probs, target, (1, 2, 4))) == pytest.approx(sum(per_scale), rel=1e-6)
+  total = float(lm.boundary_loss(probs, target, (1, 2, 4)))
+  assert total == pytest.approx(sum(per_scale), rel=1e-6)
   # Scale 2 by hand: 2×2 means, then Sobel with edge padding, then the mean absolute difference.
   def sobel_magnitude(x):
     p = np.pad(np.asarray(x), ((0, 0), (1, 1), (1, 1), (0, 0)), mode="edge")
@@ -95,8 +97,8 @@ def test_din_loss_weights_parts_and_deep_supervision():
   side = (jnp.asarray(rng.normal(size=(2, 8, 8, 4)), jnp.float32),)
   mask = jnp.asarray(rng.integers(0, 4, (2, 32, 32)), jnp.int32)
   config = _train_config(deep_supervision_weight=0.5)
-  total, parts = jax.jit(lambda x, s, m: losses.segmentation_loss(x, {"side_outputs": s}, m, config))(
-      logits, side, mask)
+  loss_fn = jax.jit(lambda x, s, m: losses.segmentation_loss(x, {"side_outputs": s}, m, config))
+  total, parts = loss_fn(logits, side, mask)
   ce = optax.softmax_cross_entropy_with_integer_labels(logits, mask).mean()
   assert float(parts["loss_ce"]) == pytest.approx(float(ce), rel=1e-6)
   main = 0.3 * parts["loss_ce"] + 0.7 * parts["loss_dice"] + parts["loss_boundary"]
@@ -124,7 +126,7 @@ def test_single_logit_is_two_class_softmax_and_bce():
 
 def test_gradients_are_finite_at_a_perfect_prediction():
   labels = jnp.asarray(_labels())
-  logits = 30.0 * _one_hot(labels)  # softmax == one-hot up to float rounding: zero Sobel differences
+  logits = 30.0 * _one_hot(labels)  # softmax == one-hot up to rounding: Sobel differences are 0
   config = _train_config()
   grads = jax.jit(jax.grad(lambda x: lm.din_loss(x, {}, labels, config)[0]))(logits)
   assert bool(jnp.all(jnp.isfinite(grads)))

@@ -1,23 +1,23 @@
 """DIN: the Dual Interaction Network (Jeong et al., "Dual Interaction Network with Cross-Image
-Attention for Medical Image Segmentation", Pattern Recognition Letters 197 (2025) 332–338), in Linen.
+Attention for Medical Image Segmentation", Pattern Recognit. Lett. 197 (2025) 332–338), in Linen.
 
 The authors released figures, no code (JJeong-Gari/DIN); this follows their main figure as read in
 SPEC §1.1 and "Decisions" §5:
 
 - Two encoders with separate weights, one for the image and one for its enhanced copy (CLAHE by
-  default, computed in the data pipeline: `bsa_jax/enhance.py`), each a 4-stage pyramid at strides 4,
-  8, 16, 32. Backbone from config: our ResNeXt (`resnext.py`, timm-convertible) or Swin (`swin.py`).
-- Feature merging per stage and image (fig. c): f̃ = Conv-BN-ReLU(concat(f_low, f_high)), where f_high
-  is the stage's output and f_low the stage's input (the feature entering the stage: ResNeXt's
+  default, computed in the data pipeline: `bsa_jax/enhance.py`), each a 4-stage pyramid at strides
+  4, 8, 16, 32. Backbone from config: our ResNeXt (`resnext.py`, timm-convertible) or Swin.
+- Feature merging per stage and image (fig. c): f̃ = Conv-BN-ReLU(concat(f_low, f_high)), f_high
+  being the stage's output and f_low the stage's input (the feature entering the stage: ResNeXt's
   max-pooled stem or Swin's patch embedding for the first stage, the previous stage's output after
   it), 2×2 average-pooled to the stage's resolution. The figure only shows a red arrow leaving the
   front of each stage and a blue one leaving its back.
 - A DIFM per scale (fig. b): two cross-image attention branches, I←E (queries from the image's f̃,
   keys/values from the enhanced image's) and E←I (mirrored). Each branch: multi-head attention with
   Q/K/V and output projections and 1/√d scaling, residual with the query, an FFN, then global
-  spatial attention GSA(f) = f·σ(mean_c f) (fig. d, parameter-free). The DIFM output is the sum of the
-  two branches. Pre-norm LayerNorms are our addition (the figure draws none); the FFN has no residual
-  by default, as drawn (`difm_ffn_residual`).
+  spatial attention GSA(f) = f·σ(mean_c f) (fig. d, parameter-free). The DIFM output is the sum of
+  the two branches. Pre-norm LayerNorms are our addition (the figure draws none); the FFN has no
+  residual by default, as drawn (`difm_ffn_residual`).
 - Global attention at stride 4 of a 256² input is 4096 tokens (a 4096² matrix per head and image).
   `difm_kv_pool` says, per scale, how much the keys/values are average-pooled before the attention
   (1 = full attention; p = a p×p pool, PVT's spatial reduction without weights). Attention stays
@@ -28,13 +28,12 @@ SPEC §1.1 and "Decisions" §5:
   (MERIT, which DIN says it builds on, sums four heads at inference; here the fused head is the
   prediction and the side heads are supervised.)
 
-Variants (parameters for 4 classes at 256², `python -m bsa_jax.models.summary
---config=configs/acdc.py`):
+Variants (parameters with 4 classes; `python -m bsa_jax.models.summary --config=configs/acdc.py`):
 
-  base     ResNeXt-50 32×4d encoders (timm `resnext50_32x4d`)    54,187,968
-  swin_t   Swin-T encoders (timm `swin_tiny_patch4_window7_224`)  64,190,920
-  small    narrow ResNeXt from scratch (CPU runs)                 1,370,868
-  tiny     everything at a fraction (tests)                         151,316
+  base    64,533,908  ResNeXt-50 32×4d encoders (timm `resnext50_32x4d`, 22.98 M each)
+  swin_t  71,015,944  Swin-T encoders (timm `swin_tiny_patch4_window7_224`, 27.52 M each)
+  small    1,013,556  a narrow ResNeXt from scratch, for CPU runs (configs/acdc.py:small)
+  tiny        54,980  every module at a fraction of the cost, for tests
 
 Contract (the trainer relies on it):
 
@@ -43,8 +42,8 @@ Contract (the trainer relies on it):
                             rngs={'dropout': ...},            # Swin stochastic depth (training)
                             mutable=['batch_stats'] if train else False)
 
-- `image`, `image_enhanced`: (B, H, W, 3) float, normalised alike; the trainer passes every batch key
-  starting with 'image', so the data config must set `enhance` (`config.data.enhance='clahe'`).
+- `image`, `image_enhanced`: (B, H, W, 3) float, normalised alike; the trainer passes every batch
+  key starting with 'image', so the data config must set `enhance` (`config.data.enhance='clahe'`).
   `model.init(rng, image, train=False)` alone works (the enhanced input only matters for shapes).
 - `logits`: (B, H, W, num_classes) float32 at the input resolution.
 - `aux['side_outputs']`: float32 logits (B, H/s, W/s, K), s = 32, 16, 8, 4 (deepest first).
@@ -168,8 +167,11 @@ def avg_pool_to_half(x: jax.Array) -> jax.Array:
 
 
 class SwinPyramid(nn.Module):
-  """Swin backbone returning each stage's input and output (module names as `swin.SwinTransformer`,
-  so converted timm checkpoints load unchanged; the final LayerNorm is applied to the last stage)."""
+  """Swin backbone returning each stage's input and output.
+
+  Module names are `swin.SwinTransformer`'s, so converted timm checkpoints load unchanged; the final
+  LayerNorm is applied to the last stage's output.
+  """
   embed_dim: int
   depths: Sequence[int]
   num_heads: Sequence[int]
@@ -179,8 +181,9 @@ class SwinPyramid(nn.Module):
 
   @nn.compact
   def __call__(self, image: jax.Array, *, train: bool):
-    """(B, H, W, 3) -> ([stage inputs], [stage outputs]); stage k output (B, H/4/2^k, W/4/2^k, D·2^k)."""
-    x = swin.PatchEmbed(self.embed_dim, dtype=self.dtype, name="patch_embed")(image.astype(self.dtype))
+    """(B, H, W, 3) -> ([stage inputs], [stage outputs]), output k (B, H/4/2^k, W/4/2^k, D·2^k)."""
+    x = swin.PatchEmbed(self.embed_dim, dtype=self.dtype, name="patch_embed")(
+        image.astype(self.dtype))
     rates = swin.drop_path_rates(self.drop_path_rate, self.depths)
     inputs, outputs = [], []
     for s, (depth, heads) in enumerate(zip(self.depths, self.num_heads)):
@@ -194,10 +197,11 @@ class SwinPyramid(nn.Module):
 
 
 def encoder_pyramid(hp: dict, dtype: Any, name: str, image: jax.Array, *, train: bool):
-  """Runs one encoder; returns ([stage inputs], [stage outputs]), four each, stride 4·2^k outputs."""
+  """Runs one encoder: ([stage inputs], [stage outputs]), four each, outputs at stride 4·2^k."""
   if hp["backbone"] == "swin":
     return SwinPyramid(hp["swin_embed_dim"], tuple(hp["encoder_depths"]), tuple(hp["swin_heads"]),
-                       hp["swin_window"], hp["drop_path"], dtype=dtype, name=name)(image, train=train)
+                       hp["swin_window"], hp["drop_path"], dtype=dtype, name=name)(
+                           image, train=train)
   net = resnext.ResNet(block="bottleneck", layers=tuple(hp["encoder_depths"]),
                        widths=tuple(hp["encoder_planes"]), stem_width=hp["stem_width"],
                        cardinality=hp["cardinality"], base_width=hp["base_width"], dtype=dtype,
@@ -221,7 +225,8 @@ class FeatureMerge(nn.Module):
     if f_low.shape[1:3] != f_high.shape[1:3]:
       f_low = avg_pool_to_half(f_low)
     x = jnp.concatenate([f_low.astype(f_high.dtype), f_high], axis=-1)
-    return ConvBNReLU(self.features, self.kernel_size, dtype=self.dtype, name="conv")(x, train=train)
+    conv = ConvBNReLU(self.features, self.kernel_size, dtype=self.dtype, name="conv")
+    return conv(x, train=train)
 
 
 def global_spatial_attention(f: jax.Array) -> tuple[jax.Array, jax.Array]:
