@@ -27,15 +27,14 @@ FAST = ("--config=configs/demo.py", "--config.model_name=unet", "--config.data.i
         "--config.data.test=()", "--config.train.progress_bar=False")
 
 
-def _env(data_root, devices=8, **extra):
-  env = dict(os.environ, BSA_CACHE_DIR=data_root, JAX_PLATFORMS="cpu",
+def _env(data_root, devices, **extra):
+  env = {k: v for k, v in os.environ.items() if k != "BSA_FAULT_KILL_DURING_SAVE_AT_STEP"}
+  env.update(BSA_CACHE_DIR=data_root, JAX_PLATFORMS="cpu",
              XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", **extra)
-  env.pop("BSA_FAULT_KILL_DURING_SAVE_AT_STEP", None)
-  env.update(extra)
   return env
 
 
-def _launch(workdir, data_root, *extra_flags, devices=8, env_extra=None, wait=True):
+def _launch(workdir, data_root, *extra_flags, devices=1, env_extra=None, wait=True):
   cmd = [sys.executable, os.path.join(REPO, "launch.py"), f"--workdir={workdir}", *FAST,
          *extra_flags]
   proc = subprocess.Popen(cmd, cwd=REPO, env=_env(data_root, devices, **(env_extra or {})),
