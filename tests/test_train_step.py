@@ -146,3 +146,21 @@ def test_optimizer_from_config_equals_hand_built_chain():
     u2, s2 = ref.update(grads, s2, params)
     np.testing.assert_allclose(u1["w"], u2["w"], rtol=1e-6)
   assert float(schedule(5)) == pytest.approx(float(ref_schedule(5)))
+
+
+def test_bfloat16_compute_keeps_float32_params_and_learns():
+  config = _tiny_config()
+  config.train.compute_dtype = "bfloat16"
+  model = train.build_model(config)
+  assert model.dtype == jnp.bfloat16
+  tx, schedule = optim.make_optimizer(config.train, total_steps=100)
+  state = train.init_state(model, tx, jax.random.key(0), image_size=32)
+  step = jax.jit(functools.partial(train.train_step, model=model, tx=tx, schedule=schedule,
+                                   train_config=config.train))
+  batch = jax.tree.map(jnp.asarray, _batches(1)[0])
+  seen = []
+  for _ in range(3):
+    state, metrics = step(state, batch, jax.random.key(1))
+    seen.append(float(metrics["loss"]))
+  assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(state["params"]))
+  assert np.isfinite(seen).all() and seen[-1] < seen[0]
