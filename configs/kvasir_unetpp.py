@@ -1,0 +1,25 @@
+"""UNet++ baseline on the PraNet polyp benchmark: configs/kvasir.py with only the model swapped.
+
+  python launch.py --config=configs/kvasir_unetpp.py --workdir=workdirs/kvasir_unetpp          # GPU
+  python launch.py --config=configs/kvasir_unetpp.py:small --workdir=workdirs/kvasir_unetpp_s  # CPU
+
+Same data, seeded validation carve-out, test sets, 256×256 inputs, batch, optimizer, epochs and
+metrics as BSA-Net. 'classic' is Zhou et al.'s L^4 model (widths 32..512, 9.05 M parameters), trained
+from scratch; its deep supervision over X^{0,1..4} is the trainer's main + side structure losses.
+"""
+
+import os
+
+from bsa_jax import config_lib
+
+
+def get_config(arg: str | None = None):
+  """arg: '' (the protocol of configs/kvasir.py) or 'small' (tiny UNet++, its small mode)."""
+  if arg not in (None, "", "small"):
+    raise ValueError(f"Unknown config argument {arg!r} for configs/kvasir_unetpp.py; use '' or "
+                     "'small'.")
+  base = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kvasir.py")
+  c = config_lib.load_config(f"{base}:{arg}" if arg else base)
+  c.model_name = "unetpp"
+  c.model.variant = "tiny" if arg == "small" else "classic"
+  return c
