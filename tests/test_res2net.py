@@ -27,6 +27,20 @@ def _image(size=64, seed=0):
   return np.random.default_rng(seed).normal(size=(2, size, size, 3)).astype(np.float32)
 
 
+@pytest.fixture(scope="module")
+def reference(timm_res2net):
+  return parity.timm_features(timm_res2net, _image())
+
+
+@pytest.fixture(scope="module")
+def ours(converted):
+  """Our features (float32, eval mode) for any variables of the converted tree, compiled once."""
+  import jax
+  model = converted.model()
+  apply = jax.jit(lambda variables, x: model.apply(variables, x, train=False))
+  return lambda variables: {k: np.asarray(v) for k, v in apply(variables, _image()).items()}
+
+
 def test_family_and_config_are_read_off_the_state_dict(converted):
   assert converted.family == "res2net"
   assert converted.config == dict(res2net.VARIANTS["res2net50_26w_4s"], widths=(64, 128, 256, 512),
@@ -36,22 +50,22 @@ def test_family_and_config_are_read_off_the_state_dict(converted):
   assert "fc" not in params  # the classifier is skipped
 
 
-def test_every_stage_matches_timm(timm_res2net, converted):
-  diffs = parity.check(timm_res2net, converted, _image())
+def test_every_stage_matches_timm(converted, reference, ours):
+  """Random init with randomised BN affines and statistics (`parity.randomize_`), eval mode, 64 px."""
+  diffs = parity.compare(reference, ours(converted.variables))
   print({k: f"{d['max_abs_diff']:.2e} (scale {d['scale']:.1f})" for k, d in diffs.items()})
   assert list(diffs) == ["stem", "stage1", "stage2", "stage3", "stage4"]
   for name, d in diffs.items():
     assert d["max_abs_diff"] <= 1e-4 * max(1.0, d["scale"]), (name, d)
 
 
-def test_parity_catches_a_swapped_group_conv(timm_res2net, converted):
+def test_parity_catches_a_swapped_group_conv(converted, reference, ours):
   """The hierarchy is order-sensitive: exchanging two group convs of one block must break parity."""
   params = converted.variables["params"]
   block = dict(params["layer3_1"])
   block["convs_0"], block["convs_1"] = block["convs_1"], block["convs_0"]
-  broken = convert.Converted(converted.family, converted.config, {
-      **converted.variables, "params": {**params, "layer3_1": block}})
-  diffs = parity.check(timm_res2net, broken, _image())
+  diffs = parity.compare(reference, ours({**converted.variables,
+                                          "params": {**params, "layer3_1": block}}))
   assert diffs["stage2"]["max_abs_diff"] <= 1e-4 * max(1.0, diffs["stage2"]["scale"])
   assert diffs["stage3"]["max_abs_diff"] > 1e-2 * diffs["stage3"]["scale"]
 
@@ -81,3 +95,27 @@ def test_the_test_variant_roundtrips_through_the_converter():
       h, w, i, o = leaf.shape
       state_dict[key + ".weight"] = np.zeros((o, i, h, w), np.float32)
   assert res2net_rules.infer_config(state_dict) == dict(res2net.VARIANTS["test"])
+
+
+def test_pranet_loads_the_converted_backbone_strictly(converted):
+  """The trainer's path: `merge_pretrained` with `pranet.pretrained_mapping` fills exactly `backbone`."""
+  import jax
+  import jax.numpy as jnp
+  from bsa_jax.models import pranet
+  model = pranet.Model(variant="paper")
+  shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 64, 64, 3)))
+  params, batch_stats = convert.merge_pretrained(
+      shapes["params"], shapes["batch_stats"], converted.variables,
+      mapping=pranet.pretrained_mapping(None))
+  loaded = convert.common.flatten(converted.variables["params"])
+  merged = convert.common.flatten(params["backbone"])
+  assert set(merged) == set(loaded)
+  assert all(np.array_equal(merged[k], v) for k, v in loaded.items())
+  assert np.array_equal(batch_stats["backbone"]["layer4_2"]["bns_1"]["var"],
+                        converted.variables["batch_stats"]["layer4_2"]["bns_1"]["var"])
+  assert not isinstance(params["decoder"]["conv5"]["kernel"], np.ndarray)  # heads keep their init
+  with pytest.raises(convert.ConversionError):  # the tiny variant's backbone is not Res2Net-50
+    tiny = jax.eval_shape(pranet.Model(variant="tiny").init, jax.random.key(0),
+                          jnp.zeros((1, 64, 64, 3)))
+    convert.merge_pretrained(tiny["params"], tiny["batch_stats"], converted.variables,
+                             mapping=pranet.pretrained_mapping(None))
