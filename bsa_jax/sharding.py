@@ -51,3 +51,12 @@ def global_batch(local_batch: dict, mesh: Mesh) -> dict:
   # (with several processes JAX counts this call as implicit).
   with jax.transfer_guard("allow"):
     return jax.tree.map(to_global, local_batch)
+
+
+def put_global(tree, shardings):
+  """Host arrays (the same on every process) → global arrays with `shardings` (multi-host safe)."""
+  def put(x, sharding):
+    x = np.asarray(x)
+    return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+  with jax.transfer_guard("allow"):
+    return jax.tree.map(put, tree, shardings)

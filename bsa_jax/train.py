@@ -210,8 +210,7 @@ def main(config: mlc.ConfigDict, workdir: str) -> dict[str, Any]:
   logging.info("Model %s: %s parameters", config.model_name, f"{num_params:,}")
 
   # ---------------------------------------------------------------- restore (big_vision order)
-  checkpointer = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"),
-                                       keep=config.train.keep_checkpoints,
+  checkpointer = ckpt_lib.Checkpointer(ckpt_dir, keep=config.train.keep_checkpoints,
                                        select_metric=config.eval.select_metric)
   meta = {"best_val": None, "best_step": None}
   latest = checkpointer.latest_step()
@@ -224,7 +223,7 @@ def main(config: mlc.ConfigDict, workdir: str) -> dict[str, Any]:
   else:
     state = jax.jit(init_fn, out_shardings=state_sharding)(base_rng)
     if config.model_init:
-      state = jax.device_put(_load_pretrained(config, jax.device_get(state)), state_sharding)
+      state = sharding_lib.put_global(_load_pretrained(config, jax.device_get(state)), state_sharding)
       logging.info("Loaded pretrained weights from --config.model_init=%s", config.model_init)
   start_step = int(jax.device_get(state["step"]))
 
@@ -242,11 +241,15 @@ def main(config: mlc.ConfigDict, workdir: str) -> dict[str, Any]:
 
   evaluator = evaluate.get_evaluator(config.eval.kind)
 
+  def predict_all(inputs):
+    """Every process holds the whole eval batch; each feeds its own rows, all get all logits."""
+    rows = eval_bs // process_count
+    local = jax.tree.map(lambda x: x[process_index * rows:(process_index + 1) * rows], inputs)
+    logits = predict_fn(state, sharding_lib.global_batch(local, mesh))
+    return multihost_utils.process_allgather(logits, tiled=True)
+
   def run_eval(eval_sets, **kwargs):
-    return evaluator(
-        lambda inputs: multihost_utils.process_allgather(
-            predict_fn(state, sharding_lib.global_batch(inputs, mesh)), tiled=True),
-        eval_sets, batch_size=eval_bs, **kwargs)
+    return evaluator(predict_all, eval_sets, batch_size=eval_bs, **kwargs)
 
   # ---------------------------------------------------------------- loop
   eval_every = max(1, int(round(config.train.eval_every_epochs * steps_per_epoch)))

@@ -76,6 +76,23 @@ class _Images(html.parser.HTMLParser):
       self.sources.append(dict(attrs)["src"])
 
 
+def _render_in_a_browser(page, screenshot):
+  """Headless Chromium screenshot of the page: the thumbnails must actually be drawn."""
+  browser = shutil.which("chromium") or shutil.which("chromium-browser")
+  if browser is None:
+    pytest.skip("chromium is not installed (.ci/run installs Debian's chromium); the page's image "
+                "references were checked above, the browser render needs chromium")
+  subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                  "--no-first-run", "--disable-background-networking", "--disable-component-update",
+                  "--disable-sync", f"--user-data-dir={screenshot.parent / 'chromium'}",
+                  "--window-size=1100,500", f"--screenshot={screenshot}", page.as_uri()],
+                 capture_output=True, timeout=120, check=True)
+  pixels = np.asarray(Image.open(screenshot).convert("RGB"), np.int32)
+  drawn = (np.abs(pixels - 255).sum(axis=-1) > 60).mean()
+  # Four 240-px-wide thumbnails cover ~25 % of the window; broken images would leave it white.
+  assert drawn > 0.12, f"only {drawn:.1%} of the rendered page is non-white"
+
+
 def test_predict_on_real_images_then_score_them_with_the_eval_cli(kvasir_run, tmp_path):
   workdir, _ = kvasir_run
   kvasir = data_dir("kvasir_seg")
@@ -96,6 +113,7 @@ def test_predict_on_real_images_then_score_them_with_the_eval_cli(kvasir_run, tm
     stem = os.path.basename(src)[:-len("_overlay.png")]
     original = next(p for p in inputs.iterdir() if p.stem == stem)
     assert Image.open(out / src).size == Image.open(original).size
+  _render_in_a_browser(out / "index.html", tmp_path / "page.png")
   for stem in ids + ["1"]:
     for part in ("isam", "fsam"):
       assert (out / "attention" / f"{stem}_{part}.png").exists()
