@@ -160,10 +160,14 @@ def pretrained_mapping(model_config) -> dict[str, str]:
 
 
 def avg_pool_to_half(x: jax.Array) -> jax.Array:
-  """2×2 average pool, stride 2: (B, h, w, C) -> (B, ceil(h/2), ceil(w/2), C) (odd maps zero-padded,
-  the size every stride-2 stage of both backbones produces)."""
+  """2×2 average pool, stride 2: (B, h, w, C) -> (B, ceil(h/2), ceil(w/2), C).
+
+  An odd map's last row/column is averaged on its own, so the size is the one every stride-2 stage
+  of both backbones produces.
+  """
   _, h, w, _ = x.shape
-  return nn.avg_pool(x, (2, 2), strides=(2, 2), padding=((0, h % 2), (0, w % 2)))
+  return nn.avg_pool(x, (2, 2), strides=(2, 2), padding=((0, h % 2), (0, w % 2)),
+                     count_include_pad=False)
 
 
 class SwinPyramid(nn.Module):
@@ -265,7 +269,8 @@ class CrossImageBranch(nn.Module):
     kv = swin.LayerNorm(dtype=self.dtype, name="norm_kv")(context)
     if self.kv_pool > 1:
       p = self.kv_pool
-      kv = nn.avg_pool(kv, (p, p), strides=(p, p), padding=((0, -h % p), (0, -w % p)))
+      kv = nn.avg_pool(kv, (p, p), strides=(p, p), padding=((0, -h % p), (0, -w % p)),
+                       count_include_pad=False)  # (B, ceil(h/p), ceil(w/p), C)
     q = dense(c, "q")(q).reshape(b, h * w, self.num_heads, head_dim)  # (B, N, heads, d)
     k = dense(c, "k")(kv).reshape(b, -1, self.num_heads, head_dim)  # (B, M, heads, d)
     v = dense(c, "v")(kv).reshape(b, -1, self.num_heads, head_dim)
