@@ -92,27 +92,46 @@ def git_commit() -> str:
     return "unknown"
 
 
-def write_results(workdir: str, results: dict[str, dict[str, float]], *, config,
-                  checkpoint_step: int) -> list[str]:
-  """Writes `results/test_metrics.json` and the paper-style Markdown/CSV tables; returns the paths."""
-  from bsa_jax.eval import tables
-  out_dir = os.path.join(workdir, "results")
-  os.makedirs(out_dir, exist_ok=True)
-  provenance = {
+def provenance(config, *, checkpoint_step: int, selection: str) -> dict:
+  """What produced a result row: code commit, config hash, model, checkpoint and how it was chosen."""
+  return {
       "commit": git_commit(),
       "config_hash": config_lib.config_hash(config),
       "checkpoint_step": int(checkpoint_step),
       "model": config.model_name,
-      "selection": f"best validation {config.eval.select_metric}",
+      "selection": selection,
   }
+
+
+def summary_table(results: dict, kind: str) -> str:
+  """The Markdown summary for `config.eval.kind`."""
+  if kind == "multiclass":
+    from bsa_jax import evaluate_multiclass
+    return evaluate_multiclass.markdown_summary(results)
+  return markdown_summary(results)
+
+
+def write_results(workdir: str, results: dict[str, dict[str, float]], *, config,
+                  checkpoint_step: int, selection: str) -> list[str]:
+  """Writes `results/test_metrics.{json,md}` and the kind's tables (paper Tables 1–4 for polyps,
+  DIN-style for multi-class); returns the paths."""
+  out_dir = os.path.join(workdir, "results")
+  os.makedirs(out_dir, exist_ok=True)
+  prov = provenance(config, checkpoint_step=checkpoint_step, selection=selection)
+  if config.eval.kind == "multiclass":
+    from bsa_jax import evaluate_multiclass
+    prov["protocol"] = evaluate_multiclass.PROTOCOL
   path = os.path.join(out_dir, "test_metrics.json")
   with open(path, "w") as f:
-    json.dump({"results": results, "provenance": provenance}, f, indent=2)
+    json.dump({"results": results, "provenance": prov}, f, indent=2)
   summary_path = os.path.join(out_dir, "test_metrics.md")
   with open(summary_path, "w") as f:
-    f.write(markdown_summary(results) + "\n\n" + "; ".join(
-        f"{k}: {v}" for k, v in provenance.items()) + "\n")
+    f.write(summary_table(results, config.eval.kind) + "\n\n" + "; ".join(
+        f"{k}: {v}" for k, v in prov.items()) + "\n")
   paths = [path, summary_path]
-  if config.eval.kind == "polyp":
-    paths += list(tables.write_tables(results, out_dir, provenance))
+  if config.eval.kind == "multiclass":
+    paths.append(evaluate_multiclass.write_tables_csv(out_dir, results))
+  else:
+    from bsa_jax.eval import tables
+    paths += list(tables.write_tables(results, out_dir, prov))
   return paths

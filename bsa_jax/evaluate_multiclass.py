@@ -16,7 +16,8 @@ and IoU per class pooled over all pixels of the set at their original size (a cl
 both prediction and ground truth scores 1).
 
   evaluate_sets(predict, eval_sets, batch_size=...)  -> {'mDSC', 'DSC/<class>', 'mHD95', ...}
-  write_results(workdir, results, config=..., checkpoint_step=...)  -> DIN-style tables (md/csv)
+  write_tables_csv(out_dir, results)  -> DIN-style tables (CSV); bsa_jax.evaluate.write_results
+  writes them with the JSON/Markdown summary and provenance
 """
 
 from __future__ import annotations
@@ -392,32 +393,15 @@ def markdown_summary(results: Mapping[str, Mapping[str, float]]) -> str:
   return "\n\n".join(blocks)
 
 
-def write_results(workdir: str, results: Mapping[str, Mapping[str, float]], *, config,
-                  checkpoint_step: int) -> list[str]:
-  """Writes results/test_metrics.json, test_metrics.md and din_tables.csv; returns the paths."""
-  from bsa_jax import config_lib
-  from bsa_jax import evaluate
-  out_dir = os.path.join(workdir, "results")
-  os.makedirs(out_dir, exist_ok=True)
-  provenance = {
-      "commit": evaluate.git_commit(),
-      "config_hash": config_lib.config_hash(config),
-      "checkpoint_step": int(checkpoint_step),
-      "model": config.model_name,
-      "selection": f"best validation {config.eval.select_metric}",
-      "protocol": "TransUNet/MERIT volume evaluation; HD95 in voxels unless marked mm",
-  }
-  json_path = os.path.join(out_dir, "test_metrics.json")
-  with open(json_path, "w") as f:
-    json.dump({"results": results, "provenance": provenance}, f, indent=2)
-  md_path = os.path.join(out_dir, "test_metrics.md")
-  with open(md_path, "w") as f:
-    f.write(markdown_summary(results) + "\n\n" + "; ".join(
-        f"{k}: {v}" for k, v in provenance.items()) + "\n")
+PROTOCOL = "TransUNet/MERIT volume evaluation; HD95 in voxels unless marked mm"
+
+
+def write_tables_csv(out_dir: str, results: Mapping[str, Mapping[str, float]]) -> str:
+  """`din_tables.csv`: the DIN-style rows of every evaluated set; returns its path."""
   csv_path = os.path.join(out_dir, "din_tables.csv")
   with open(csv_path, "w", newline="") as f:
     writer = csv.writer(f)
     for dataset, (header, rows) in table_rows(results).items():
       writer.writerow(["dataset"] + header)
       writer.writerows([[dataset] + [_fmt(v) for v in row] for row in rows])
-  return [json_path, md_path, csv_path]
+  return csv_path

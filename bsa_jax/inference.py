@@ -26,6 +26,7 @@ class Trained:
   """A trained model ready to predict: `predict(inputs) -> logits (B, S, S, num_classes)`."""
   config: mlc.ConfigDict
   step: int
+  selection: str  # how `step` was chosen, for provenance
   variables: dict
   predict: Callable[[dict], np.ndarray]
   # inputs -> (logits, {name: (B, h, w, C) features}) for the names in ATTENTION_MAPS the model has.
@@ -49,8 +50,8 @@ def load_config(workdir: str) -> mlc.ConfigDict:
   return config
 
 
-def select_step(workdir: str, which: str = "best") -> int:
-  """'best' (by validation; the latest if no evaluation ran), 'latest', or a step number."""
+def select_step(workdir: str, which: str = "best") -> tuple[int, str]:
+  """(step, how it was chosen) for 'best' (on validation; else the latest), 'latest' or a number."""
   directory = os.path.join(workdir, "checkpoints")
   if not os.path.isdir(directory):
     raise FileNotFoundError(f"No checkpoints in {directory}; train first with launch.py.")
@@ -60,13 +61,15 @@ def select_step(workdir: str, which: str = "best") -> int:
     if not steps:
       raise FileNotFoundError(f"No complete checkpoint in {directory}.")
     if which == "latest":
-      return max(steps)
+      return max(steps), "latest step"
     if which == "best":
       best = checkpointer.best_step()
-      return best if best is not None else max(steps)
+      if best is None:
+        return max(steps), "latest step (no validation score)"
+      return best, "best validation score"
     if int(which) not in steps:
       raise ValueError(f"--step={which}: {directory} holds steps {sorted(steps)}.")
-    return int(which)
+    return int(which), "step chosen by the user"
   finally:
     checkpointer.manager.close()
 
@@ -76,7 +79,7 @@ def load_trained(workdir: str, step: str = "best") -> Trained:
   from bsa_jax import train  # the model factory lives with the trainer
   workdir = os.path.abspath(workdir)
   config = load_config(workdir)
-  chosen = select_step(workdir, step)
+  chosen, selection = select_step(workdir, step)
   restored = ocp.StandardCheckpointer().restore(
       os.path.join(workdir, "checkpoints", str(chosen), "state"))
   variables = {"params": restored["params"], "batch_stats": restored.get("batch_stats", {})}
@@ -90,6 +93,6 @@ def load_trained(workdir: str, step: str = "best") -> Trained:
     logits, aux = model.apply(v, **inputs, train=False)
     return logits, {k: aux[k] for k in ATTENTION_MAPS if k in aux}
 
-  return Trained(config=config, step=chosen, variables=variables,
+  return Trained(config=config, step=chosen, selection=selection, variables=variables,
                  predict=lambda inputs: np.asarray(apply(variables, inputs)),
                  predict_with_maps=lambda inputs: jax.device_get(apply_with_maps(variables, inputs)))

@@ -327,8 +327,10 @@ def main(config: mlc.ConfigDict, workdir: str) -> dict[str, Any]:
     if best is not None and best != step:
       state, _ = checkpointer.restore(best, abstract_state)
     selected = best if best is not None else step
-    logging.info("Evaluating step %d (%s) on the test sets: %s", selected,
-                 "best on validation" if best is not None else "last", ", ".join(test_sets))
+    selection = (f"best validation {config.eval.select_metric}" if best is not None
+                 else "last step (no validation score)")
+    logging.info("Evaluating step %d (%s) on the test sets: %s", selected, selection,
+                 ", ".join(test_sets))
     results = {}
     for name, eval_set in test_sets.items():
       overlay_dir = (os.path.join(workdir, "overlays", name.replace(":", "_"))
@@ -338,12 +340,10 @@ def main(config: mlc.ConfigDict, workdir: str) -> dict[str, Any]:
       writer.write(step, {f"test/{name}/{k}": v for k, v in results[name].items()})
     summary["test"] = results
     if process_index == 0:
-      report = evaluate
-      if config.eval.kind == "multiclass":  # per-class DSC/HD95 in DIN-style tables
-        from bsa_jax import evaluate_multiclass as report
-      paths = report.write_results(workdir, results, config=config, checkpoint_step=selected)
-      progress.log("Test results (checkpoint step %d, selected on validation):\n%s\nWritten: %s" % (
-          selected, report.markdown_summary(results), ", ".join(paths)))
+      paths = evaluate.write_results(workdir, results, config=config, checkpoint_step=selected,
+                                     selection=selection)
+      progress.log("Test results (checkpoint step %d, %s):\n%s\nWritten: %s" % (
+          selected, selection, evaluate.summary_table(results, config.eval.kind), ", ".join(paths)))
   checkpointer.close()
   writer.close()
   if process_index == 0:

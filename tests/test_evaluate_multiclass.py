@@ -175,7 +175,8 @@ def test_din_style_tables(tmp_path):
   assert "| DIN (figure) | 93.26 |" in text
   config = config_lib.base_config()
   config.model_name, config.eval.kind = "din", "multiclass"
-  paths = em.write_results(str(tmp_path), results, config=config, checkpoint_step=7)
+  paths = evaluate.write_results(str(tmp_path), results, config=config, checkpoint_step=7,
+                                 selection="last step")
   assert [os.path.basename(p) for p in paths] == ["test_metrics.json", "test_metrics.md",
                                                    "din_tables.csv"]
   saved = json.loads((tmp_path / "results" / "test_metrics.json").read_text())

@@ -34,8 +34,10 @@ def evaluate_workdir(workdir: str, *, step: str = "best", split: str = "test",
         progress=progress, overlay_dir=os.path.join(workdir, "overlays", name.replace(":", "_")),
         num_overlays=overlays)
   if split == "test":
-    evaluate.write_results(workdir, results, config=config, checkpoint_step=trained.step)
-  print(f"Checkpoint step {trained.step} on {split}:\n{evaluate.markdown_summary(results)}")
+    evaluate.write_results(workdir, results, config=config, checkpoint_step=trained.step,
+                           selection=trained.selection)
+  print(f"Checkpoint step {trained.step} ({trained.selection}) on {split}:\n"
+        f"{evaluate.summary_table(results, config.eval.kind)}")
   return results
 
 
