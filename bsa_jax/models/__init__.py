@@ -11,6 +11,19 @@ import importlib
 from flax import linen as nn
 
 
+def decode_variant(table: dict, variant: str, overrides: dict, label: str) -> dict:
+  """A variant's hyper-parameters from `table`, with every non-None override applied (big_vision's
+  `decode_variant` habit); unknown variants or override names fail naming the valid ones."""
+  if variant not in table:
+    raise ValueError(f"Unknown {label} variant {variant!r}; choose from {sorted(table)}.")
+  hparams = dict(table[variant])
+  unknown = sorted(set(overrides) - set(hparams))
+  if unknown:
+    raise ValueError(f"Unknown {label} hyper-parameters {unknown}; known: {sorted(hparams)}.")
+  hparams.update({k: v for k, v in overrides.items() if v is not None})
+  return hparams
+
+
 def get_model_module(name: str):
   """Imports `bsa_jax.models.<name>`; a clear error names the registered modules."""
   try:

@@ -45,6 +45,7 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
+from bsa_jax import models
 from bsa_jax.models import rendering
 from bsa_jax.models.attention import FSAM, ISAM, ConvBNReLU
 from bsa_jax.models.decoder import Decoder
@@ -115,13 +116,7 @@ ARM_MODES = ("pointrend", "dense", "none")
 
 def resolve_hparams(variant: str, **overrides) -> dict[str, Any]:
   """The variant's hyper-parameters with every non-None override applied; rejects unknown names."""
-  if variant not in VARIANTS:
-    raise ValueError(f"Unknown BSA-Net variant {variant!r}; choose from {sorted(VARIANTS)}.")
-  hparams = dict(VARIANTS[variant])
-  unknown = sorted(set(overrides) - set(hparams))
-  if unknown:
-    raise ValueError(f"Unknown BSA-Net hyper-parameters {unknown}; known: {sorted(hparams)}.")
-  hparams.update({k: v for k, v in overrides.items() if v is not None})
+  hparams = models.decode_variant(VARIANTS, variant, overrides, "BSA-Net")
   if hparams["arm"] not in ARM_MODES:
     raise ValueError(f"arm={hparams['arm']!r}; choose from {ARM_MODES}.")
   num_stages = len(hparams["encoder_planes"])

@@ -61,6 +61,7 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
+from bsa_jax import models
 from bsa_jax.models import resnext
 from bsa_jax.models import swin
 from bsa_jax.models.attention import ConvBNReLU
@@ -131,13 +132,7 @@ NUM_SCALES = 4
 
 def resolve_hparams(variant: str, **overrides) -> dict[str, Any]:
   """The variant's hyper-parameters with every non-None override applied; rejects unknown names."""
-  if variant not in VARIANTS:
-    raise ValueError(f"Unknown DIN variant {variant!r}; choose from {sorted(VARIANTS)}.")
-  hparams = dict(VARIANTS[variant])
-  unknown = sorted(set(overrides) - set(hparams))
-  if unknown:
-    raise ValueError(f"Unknown DIN hyper-parameters {unknown}; known: {sorted(hparams)}.")
-  hparams.update({k: v for k, v in overrides.items() if v is not None})
+  hparams = models.decode_variant(VARIANTS, variant, overrides, "DIN")
   if hparams["backbone"] not in BACKBONES:
     raise ValueError(f"backbone={hparams['backbone']!r}; choose from {BACKBONES}.")
   for key in ("encoder_depths", "merge_widths", "difm_heads", "difm_kv_pool", "decoder_widths"):
