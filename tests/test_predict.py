@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from bsa_jax import checkpoint as ckpt_lib
 from bsa_jax import config_lib
+from bsa_jax import evaluate
 from bsa_jax import metric_writer
 from bsa_jax import predict
 from bsa_jax import train
@@ -29,12 +31,26 @@ def trained_workdir(tmp_path_factory, synthetic_root):
   config.train.progress_bar = False
   config.eval.num_overlays = 3
   workdir = str(tmp_path_factory.mktemp("run"))
-  summary = train.main(config, workdir)
-  return workdir, summary
+  events = []  # ("eval", set names) and ("save", step, metrics), in the order they happen
+  real_eval, real_save = evaluate.evaluate_sets, ckpt_lib.Checkpointer.save
+
+  def recording_eval(predict_fn, eval_sets, **kwargs):
+    events.append(("eval", tuple(eval_sets)))
+    return real_eval(predict_fn, eval_sets, **kwargs)
+
+  def recording_save(self, step, state, data_iter, meta, metrics=None):
+    events.append(("save", step, metrics))
+    return real_save(self, step, state, data_iter, meta, metrics)
+
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setattr(evaluate, "evaluate_sets", recording_eval)
+    patch.setattr(ckpt_lib.Checkpointer, "save", recording_save)
+    summary = train.main(config, workdir)
+  return workdir, summary, config, events
 
 
 def test_run_writes_metrics_tables_overlays_and_selects_on_validation(trained_workdir):
-  workdir, summary = trained_workdir
+  workdir, summary, _, _ = trained_workdir
   records = metric_writer.read_jsonl(os.path.join(workdir, "metrics.jsonl"))
   train_lines = [r for r in records if "loss" in r]
   assert [r["step"] for r in train_lines] == [2, 4, 6]
@@ -58,7 +74,7 @@ def test_run_writes_metrics_tables_overlays_and_selects_on_validation(trained_wo
 
 
 def test_workdir_evaluation_reproduces_the_trainers_test_numbers(trained_workdir):
-  workdir, summary = trained_workdir
+  workdir, summary, _, _ = trained_workdir
   results = eval_workdir.evaluate_workdir(workdir, num_overlays=0, progress=False)
   for name, values in summary["test"].items():
     for metric in metrics_lib.METRIC_NAMES:
@@ -66,7 +82,7 @@ def test_workdir_evaluation_reproduces_the_trainers_test_numbers(trained_workdir
 
 
 def test_predict_on_a_users_folder(trained_workdir, tmp_path, synthetic_root):
-  workdir, _ = trained_workdir
+  workdir, _, _, _ = trained_workdir
   images_dir = os.path.join(synthetic_root, "synthetic_polyps", "images")
   inputs = tmp_path / "in"
   inputs.mkdir()
@@ -92,3 +108,24 @@ def test_predict_on_a_users_folder(trained_workdir, tmp_path, synthetic_root):
     assert (out / "overlays" / f"{stem}_overlay.png").exists()
   page = (out / "index.html").read_text()
   assert page.count("<figure>") == 4 and "predicted area" in page
+
+
+def test_checkpoint_selection_never_reads_a_test_split(trained_workdir):
+  _, summary, config, events = trained_workdir
+  val_names, test_names = set(config.data.val), set(config.data.test)
+  scored_saves = [e for e in events if e[0] == "save" and e[2] is not None]
+  assert len(scored_saves) == 3
+  last_save = max(i for i, e in enumerate(events) if e[0] == "save")
+  for i, event in enumerate(events):
+    if event[0] != "eval":
+      continue
+    if set(event[1]) & test_names:
+      assert i > last_save, "a test set was scored while checkpoints were still being chosen"
+    else:
+      assert set(event[1]) <= val_names
+  # Each scored checkpoint carries the validation score of the evaluation just before it.
+  for i, event in enumerate(events):
+    if event[0] == "save" and event[2] is not None:
+      assert events[i - 1] == ("eval", tuple(config.data.val))
+  best = max(scored_saves, key=lambda e: e[2]["mDSC"])
+  assert summary["best_step"] == best[1]
