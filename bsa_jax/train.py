@@ -290,7 +290,9 @@ def main(config: mlc.ConfigDict, workdir: str) -> dict[str, Any]:
 
       val_metrics = None
       if val_sets and (step % eval_every == 0 or step == total_steps):
+        eval_start = time.perf_counter()
         val_metrics = run_eval(val_sets, progress=False)
+        interval_start += time.perf_counter() - eval_start  # img/s counts training time only
         writer.write(step, {f"val/{k}": v for k, v in val_metrics.items()})
         score = val_metrics[config.eval.select_metric]
         if meta["best_val"] is None or score > meta["best_val"]:
@@ -317,6 +319,7 @@ def main(config: mlc.ConfigDict, workdir: str) -> dict[str, Any]:
             if val_metrics is not None else None)
   progress.close()
   checkpointer.wait()
+  train_iter.close()  # stops grain worker processes, if any
 
   # ---------------------------------------------------------------- final evaluation
   summary = {"step": step, "train": last_train_metrics, "num_params": num_params,
