@@ -93,10 +93,13 @@ def git_commit() -> str:
 
 
 def provenance(config, *, checkpoint_step: int, selection: str) -> dict:
-  """What produced a result row: code commit, config hash, model, checkpoint and how it was chosen."""
+  """What produced a result row: code commit, config hash, data checksums, model, checkpoint and how
+  it was chosen (MANIFEST.md-style content sha256 per dataset folder)."""
+  from bsa_jax.data import checksums
   return {
       "commit": git_commit(),
       "config_hash": config_lib.config_hash(config),
+      "datasets_sha256": checksums.config_checksums(config.data),
       "checkpoint_step": int(checkpoint_step),
       "model": config.model_name,
       "selection": selection,

@@ -50,7 +50,7 @@ def trained_workdir(tmp_path_factory, synthetic_root):
 
 
 def test_run_writes_metrics_tables_overlays_and_selects_on_validation(trained_workdir):
-  workdir, summary, _, _ = trained_workdir
+  workdir, summary, config, _ = trained_workdir
   records = metric_writer.read_jsonl(os.path.join(workdir, "metrics.jsonl"))
   train_lines = [r for r in records if "loss" in r]
   assert [r["step"] for r in train_lines] == [2, 4, 6]
@@ -64,6 +64,9 @@ def test_run_writes_metrics_tables_overlays_and_selects_on_validation(trained_wo
   assert summary["best_step"] == best["step"]
   results = json.load(open(os.path.join(workdir, "results", "test_metrics.json")))
   assert results["provenance"]["checkpoint_step"] == best["step"]
+  assert results["provenance"]["config_hash"] == config_lib.config_hash(config)
+  assert results["provenance"]["datasets_sha256"].startswith("synthetic_polyps:")
+  assert len(results["provenance"]["datasets_sha256"].split(":")[1]) == 64
   (test_name,) = results["results"]
   assert results["results"][test_name]["num_images"] == 6
   for name in ("test_metrics.md", "paper_tables.md", "paper_tables.csv"):
