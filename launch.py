@@ -8,7 +8,6 @@ host with --distributed (cluster auto-detection), or give --coordinator_address/
 --process_id explicitly.
 """
 
-import difflib
 import logging as std_logging
 import os
 import sys
@@ -22,6 +21,9 @@ _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Path to a config file, optionally with ':arg' (e.g. configs/kvasir.py:small).",
     lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints, metrics and results are written.")
+_SEEDS = flags.DEFINE_list(
+    "seeds", None, "Train once per seed (e.g. 0,1,2) into <workdir>/seed_<k> and write "
+    "<workdir>/seeds_summary.{md,csv,json} with mean ± std of the test metrics.")
 _DISTRIBUTED = flags.DEFINE_bool(
     "distributed", False, "Call jax.distributed.initialize() (auto-detects SLURM/TPU/GPU clusters).")
 _COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of process 0.")
@@ -45,33 +47,6 @@ def _quiet_libraries(record) -> bool:
   return record.levelno >= std_logging.WARNING or f"{os.sep}bsa_jax{os.sep}" in record.pathname
 
 
-def _config_keys(config, prefix=""):
-  """Flattened dotted keys of a ConfigDict (nested dicts included)."""
-  keys = []
-  for k, v in config.items():
-    keys.append(prefix + k)
-    if hasattr(v, "items"):
-      keys += _config_keys(v, prefix + k + ".")
-  return keys
-
-
-def check_overrides(argv: list[str]) -> None:
-  """Fails fast, naming the key and the nearest valid one, on a `--config.<key>` that does not exist."""
-  config_arg = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
-  overrides = [a[len("--config."):].split("=", 1)[0] for a in argv if a.startswith("--config.")]
-  if not config_arg or not overrides:
-    return
-  from bsa_jax import config_lib  # light: ml_collections only
-  path = config_arg.partition(":")[0]
-  keys = _config_keys(config_lib.load_config(config_arg))
-  for key in overrides:
-    if key not in keys:
-      near = difflib.get_close_matches(key, keys, n=1)
-      hint = f" Did you mean --config.{near[0]}?" if near else ""
-      sys.exit(f"Unknown config key --config.{key} (not in {path}).{hint} "
-               f"Run `python -m bsa_jax.config_lib {config_arg}` to list every key.")
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
@@ -83,9 +58,15 @@ def main(argv):
   logging.set_verbosity(logging.INFO)
   # Library modules log through the 'absl' Python logger; filter there (handler filters miss them).
   std_logging.getLogger("absl").addFilter(_quiet_libraries)
-  train.main(_CONFIG.value, _WORKDIR.value)
+  if _SEEDS.value:
+    from bsa_jax import seeds
+    paths = seeds.run(_CONFIG.value, _WORKDIR.value, [int(s) for s in _SEEDS.value])
+    logging.info("Seed summary: %s", ", ".join(paths))
+  else:
+    train.main(_CONFIG.value, _WORKDIR.value)
 
 
 if __name__ == "__main__":
-  check_overrides(sys.argv[1:])
+  from bsa_jax import config_lib  # light: ml_collections only
+  config_lib.check_overrides(sys.argv[1:])
   app.run(main)

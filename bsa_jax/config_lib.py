@@ -130,6 +130,37 @@ def load_config(spec: str) -> mlc.ConfigDict:
   return module.get_config(arg or None)
 
 
+def _config_keys(config, prefix=""):
+  """Flattened dotted keys of a ConfigDict (nested dicts included)."""
+  keys = []
+  for k, v in config.items():
+    keys.append(prefix + k)
+    if hasattr(v, "items"):
+      keys += _config_keys(v, prefix + k + ".")
+  return keys
+
+
+def check_overrides(argv: list[str]) -> None:
+  """Exits, naming the key and the nearest valid one, on a `--config.<key>=` that does not exist.
+
+  Runs before absl parses flags, so a typo fails in a fraction of a second with a readable message.
+  """
+  import difflib
+  import sys
+  config_arg = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
+  overrides = [a[len("--config."):].split("=", 1)[0] for a in argv if a.startswith("--config.")]
+  if not config_arg or not overrides:
+    return
+  path = config_arg.partition(":")[0]
+  keys = _config_keys(load_config(config_arg))
+  for key in overrides:
+    if key not in keys:
+      near = difflib.get_close_matches(key, keys, n=1)
+      hint = f" Did you mean --config.{near[0]}?" if near else ""
+      sys.exit(f"Unknown config key --config.{key} (not in {path}).{hint} "
+               f"Run `python -m bsa_jax.config_lib {config_arg}` to list every key.")
+
+
 if __name__ == "__main__":
   import sys
   if len(sys.argv) != 2:
