@@ -23,7 +23,6 @@ both prediction and ground truth scores 1).
 from __future__ import annotations
 
 import csv
-import json
 import os
 from typing import Callable, Iterable, Mapping, Sequence
 

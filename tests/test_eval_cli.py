@@ -282,7 +282,8 @@ def test_paper_results_equal_the_paper_text():
   papers = os.path.join(os.path.dirname(DATA_ROOT), "papers")
   found = glob.glob(os.path.join(papers, "000_*.txt"))
   if not found:
-    pytest.skip(f"paper text not found in {papers}")
+    pytest.skip(f"the paper text (papers/000_*.txt) is not beside the data root at {papers}; "
+                "it ships in shared/ next to shared/data")
   text = open(found[0]).read()
   blocks = re.split(r"\*\*Table \d", text)[1:5]
   assert len(blocks) == 4

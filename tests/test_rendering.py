@@ -3,7 +3,6 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 
 from bsa_jax.models import rendering
 from tests.test_attention import fast_jit

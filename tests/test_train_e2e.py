@@ -1,6 +1,5 @@
 """End-to-end runs of launch.py: exact resume after SIGKILL, 2 processes = 1, NaN stops, real data learns."""
 
-import json
 import os
 import re
 import signal

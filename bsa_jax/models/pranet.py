@@ -22,7 +22,7 @@ logits = the last RA map (lateral map 2, 1/8) upsampled to the input size; `aux[
 loss is PraNet's: the structure loss summed over the four maps.
 """
 
-from typing import Any, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
