@@ -17,7 +17,11 @@ class MetricWriter:
     if not self.active:
       return
     os.makedirs(workdir, exist_ok=True)
-    self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
+    path = os.path.join(workdir, "metrics.jsonl")
+    torn = os.path.exists(path) and os.path.getsize(path) > 0 and _last_byte(path) != b"\n"
+    self._jsonl = open(path, "a")
+    if torn:  # a kill mid-write left half a line; the resumed run starts on a fresh one
+      self._jsonl.write("\n")
     try:
       from tensorboardX import SummaryWriter
       self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
@@ -45,6 +49,12 @@ class MetricWriter:
 def tensorboard_name(name: str) -> str:
   """'test/kvasir_seg:pranet_test/Dice@0.5' → 'test/kvasir_seg/pranet_test/Dice_at_0.5'."""
   return re.sub(r"[^A-Za-z0-9_./-]", "_", name.replace(":", "/").replace("@", "_at_"))
+
+
+def _last_byte(path: str) -> bytes:
+  with open(path, "rb") as f:
+    f.seek(-1, os.SEEK_END)
+    return f.read(1)
 
 
 def read_jsonl(path: str) -> list[dict]:

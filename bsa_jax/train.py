@@ -31,6 +31,7 @@ from bsa_jax import models
 from bsa_jax import optim
 from bsa_jax import pretrained
 from bsa_jax import sharding as sharding_lib
+from bsa_jax.eval import curves
 
 
 class NonFiniteError(FloatingPointError):
@@ -352,4 +353,5 @@ def main(config: mlc.ConfigDict, workdir: str) -> dict[str, Any]:
   if process_index == 0:
     with open(os.path.join(workdir, "summary.json"), "w") as f:
       json.dump(summary, f, indent=2, default=float)
+    logging.info("Training curves: %s", curves.plot_training_curves(workdir))
   return summary

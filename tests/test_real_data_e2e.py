@@ -45,6 +45,8 @@ def test_training_on_real_polyps_lowers_the_loss(kvasir_run):
   assert len(losses) == 6
   # The total (main + 4 side outputs + ARM points) fell by ~9 % over 24 steps when measured.
   assert np.mean(losses[-2:]) < 0.95 * np.mean(losses[:2]), losses
+  curve = Image.open(os.path.join(workdir, "training_curves.png"))  # written at the end of training
+  assert curve.size == (1500, 420)
 
 
 def test_tables_command_writes_the_paper_layout_for_the_test_sets(kvasir_run):

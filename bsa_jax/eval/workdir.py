@@ -4,7 +4,7 @@
 
 Uses the checkpoint selected on validation by default (never a test set), scores each set at the
 original mask resolution, and writes `results/` (JSON, Markdown summary, paper Tables 1–4 as
-Markdown/CSV with provenance) and `overlays/<set>/` in the workdir.
+Markdown/CSV with provenance), `overlays/<set>/` and `training_curves.png` in the workdir.
 """
 
 from __future__ import annotations
@@ -36,6 +36,9 @@ def evaluate_workdir(workdir: str, *, step: str = "best", split: str = "test",
   if split == "test":
     evaluate.write_results(workdir, results, config=config, checkpoint_step=trained.step,
                            selection=trained.selection)
+  if os.path.exists(os.path.join(workdir, "metrics.jsonl")):
+    from bsa_jax.eval import curves
+    print(f"Training curves: {curves.plot_training_curves(workdir)}")
   print(f"Checkpoint step {trained.step} ({trained.selection}) on {split}:\n"
         f"{evaluate.summary_table(results, config.eval.kind)}")
   return results
