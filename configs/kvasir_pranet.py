@@ -4,6 +4,7 @@
   python launch.py --config=configs/kvasir_pranet.py --workdir=workdirs/kvasir_pranet \\
       --config.model_init=ckpt/res2net50                                                  # GPU
   python launch.py --config=configs/kvasir_pranet.py:small --workdir=workdirs/kvasir_pranet_s  # CPU
+  python launch.py --config=configs/kvasir_pranet.py:cpu --workdir=workdirs/kvasir_pranet_cpu  # CPU budget
 
 Same data, seeded validation carve-out, test sets, 256×256 inputs, batch, optimizer, epochs and
 metrics as BSA-Net, so the rows compare like for like; the structure loss over the four maps with
@@ -12,6 +13,10 @@ deep_supervision_weight 1 is PraNet's own loss. Fan et al. trained at 352×352 w
 train.num_epochs. The Res2Net-50 backbone is ImageNet-initialised via `--config.model_init` (the
 converted directory above, or `timm:res2net50_26w_4s`); `pranet.pretrained_mapping` loads it into
 `backbone`.
+
+'cpu' is configs/kvasir.py:cpu (cosine, light augmentation, from scratch) with the same full-size
+PraNet, at 128 px instead of 112: the Res2Net's stride 32 does not divide 112, and 128 is the nearest
+size that keeps at least BSA-Net's resolution (scores are at each mask's original size either way).
 """
 
 import os
@@ -20,12 +25,14 @@ from bsa_jax import config_lib
 
 
 def get_config(arg: str | None = None):
-  """arg: '' (the protocol of configs/kvasir.py) or 'small' (tiny PraNet, its small mode)."""
-  if arg not in (None, "", "small"):
-    raise ValueError(f"Unknown config argument {arg!r} for configs/kvasir_pranet.py; use '' or "
-                     "'small'.")
+  """arg: '' (configs/kvasir.py's protocol), 'cpu' (its CPU budget) or 'small' (tiny PraNet)."""
+  if arg not in (None, "", "cpu", "small"):
+    raise ValueError(f"Unknown config argument {arg!r} for configs/kvasir_pranet.py; use '', "
+                     "'cpu' or 'small'.")
   base = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kvasir.py")
   c = config_lib.load_config(f"{base}:{arg}" if arg else base)
   c.model_name = "pranet"
   c.model.variant = "tiny" if arg == "small" else "paper"
+  if arg == "cpu":
+    c.data.image_size = 128  # a multiple of the backbone's stride 32
   return c

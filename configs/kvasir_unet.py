@@ -2,10 +2,12 @@
 
   python launch.py --config=configs/kvasir_unet.py --workdir=workdirs/kvasir_unet          # GPU
   python launch.py --config=configs/kvasir_unet.py:small --workdir=workdirs/kvasir_unet_s  # CPU minutes
+  python launch.py --config=configs/kvasir_unet.py:cpu --workdir=workdirs/kvasir_unet_cpu  # CPU budget
 
 Same data, seeded validation carve-out, test sets, 256×256 inputs, batch, optimizer, epochs, structure
 loss with deep supervision and metrics as BSA-Net, so the table rows compare like for like. 'classic'
-is Ronneberger et al.'s 64..1024 widths (31.0 M parameters), trained from scratch.
+is Ronneberger et al.'s 64..1024 widths (31.0 M parameters), trained from scratch. 'cpu' is
+configs/kvasir.py:cpu (112 px, cosine, light augmentation) with the same full-size U-Net.
 """
 
 import os
@@ -14,9 +16,10 @@ from bsa_jax import config_lib
 
 
 def get_config(arg: str | None = None):
-  """arg: '' (the protocol of configs/kvasir.py) or 'small' (tiny U-Net, its small mode)."""
-  if arg not in (None, "", "small"):
-    raise ValueError(f"Unknown config argument {arg!r} for configs/kvasir_unet.py; use '' or 'small'.")
+  """arg: '' (configs/kvasir.py's protocol), 'cpu' (its CPU budget) or 'small' (tiny U-Net)."""
+  if arg not in (None, "", "cpu", "small"):
+    raise ValueError(f"Unknown config argument {arg!r} for configs/kvasir_unet.py; use '', "
+                     "'cpu' or 'small'.")
   base = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kvasir.py")
   c = config_lib.load_config(f"{base}:{arg}" if arg else base)
   c.model_name = "unet"

@@ -13,7 +13,8 @@ from bsa_jax.data import registry
 from bsa_jax.data import sources
 
 CONFIGS = sorted(glob.glob(os.path.join(config_lib.REPO_ROOT, "configs", "*.py")))
-ARGS = ("", "small")
+ARGS = ("", "cpu", "small")
+BASELINES = ("unet", "unetpp", "pranet")
 
 
 def _specs():
@@ -34,6 +35,23 @@ SPECS = list(_specs())
 def test_every_config_is_covered():
   assert {os.path.basename(p) for p in CONFIGS} >= {"demo.py", "kvasir.py", "acdc.py"}
   assert any(s.endswith("kvasir.py:small") for s in SPECS)
+  assert all(any(s.endswith(f"kvasir_{m}.py:cpu") for s in SPECS) for m in BASELINES)
+
+
+@pytest.mark.parametrize("arg", ["", "cpu"])
+@pytest.mark.parametrize("name", BASELINES)
+def test_baseline_configs_are_bsanet_configs_with_the_model_swapped(name, arg):
+  """The comparison's rows share data, schedule and budget; only the model (and PraNet's size) differ."""
+  def load(path):
+    return config_lib.load_config(os.path.join(config_lib.REPO_ROOT, "configs", path) +
+                                  (f":{arg}" if arg else "")).to_dict()
+  ours, theirs = load("kvasir.py"), load(f"kvasir_{name}.py")
+  assert theirs["model_name"] == name and theirs["model"]["variant"] != "tiny"
+  if name == "pranet" and arg == "cpu":
+    assert theirs["data"].pop("image_size") % 32 == 0
+    ours["data"].pop("image_size")
+  for key in ("data", "train", "eval", "seed", "model_init"):
+    assert theirs[key] == ours[key], key
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=[os.path.relpath(s, config_lib.REPO_ROOT) for s in SPECS])
