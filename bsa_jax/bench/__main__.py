@@ -1,0 +1,137 @@
+"""Runs the issue #7 benchmark: prints one Markdown document and writes it plus a JSON file.
+
+  python -m bsa_jax.bench                      # the full benchmark (run it on a quiet machine)
+  python -m bsa_jax.bench --quick              # a ~1-2 minute smoke run (tiny variant, toy sizes)
+  python -m bsa_jax.bench --sections torch flops --repeats 3
+
+Every configuration runs in a fresh worker process (`bsa_jax/bench/_worker.py`); this process only
+plans, collects and reports (it imports neither jax nor torch).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import shutil
+import sys
+import tempfile
+import time
+
+from bsa_jax.bench import common
+from bsa_jax.bench import plan as plan_lib
+from bsa_jax.bench import report
+from bsa_jax.bench import sections as sections_lib
+
+
+def parse_args(argv):
+  p = argparse.ArgumentParser(prog="python -m bsa_jax.bench", description=__doc__.split("\n\n")[0])
+  p.add_argument("--quick", action="store_true", help="tiny variant, toy sizes: a smoke test")
+  p.add_argument("--sections", nargs="+", choices=plan_lib.SECTIONS, default=list(plan_lib.SECTIONS))
+  p.add_argument("--out", default="bench/results.json", help="JSON file ('' to skip)")
+  p.add_argument("--md", default="bench/RESULTS.md", help="Markdown file ('' to skip)")
+  p.add_argument("--repeats", type=int, help="timed calls per measurement (median reported)")
+  p.add_argument("--warmup", type=int, help="untimed calls before the timed ones")
+  p.add_argument("--threads", type=int,
+                 help="CPU threads for each framework (default: the cores divided by --jobs)")
+  p.add_argument("--jobs", type=int, help="workers at once (default 1; --quick: 2)")
+  p.add_argument("--torch-modes", nargs="+", choices=("eager", "channels_last", "compile",
+                                                      "compile_channels_last"))
+  p.add_argument("--timeout", type=float, help="seconds per worker")
+  p.add_argument("--report-only", metavar="RESULTS_JSON",
+                 help="re-build sections and Markdown from a saved results JSON (no measuring)")
+  return p.parse_args(argv)
+
+
+def make_plan(args) -> plan_lib.Plan:
+  """FULL or QUICK with the command-line overrides."""
+  plan = plan_lib.QUICK if args.quick else plan_lib.FULL
+  overrides = {"repeats": args.repeats, "warmup": args.warmup, "jobs": args.jobs,
+               "torch_modes": tuple(args.torch_modes) if args.torch_modes else None,
+               "timeout_s": args.timeout}
+  return dataclasses.replace(plan, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def run(args) -> dict:
+  """Runs every worker the plan needs and returns the results dict (as written to the JSON)."""
+  plan = make_plan(args)
+  names = [s for s in plan_lib.SECTIONS if s in args.sections]
+  # Workers running side by side share the cores; oversubscribed OpenMP threads (torch) spin and
+  # collapse (a 55 ms step took 10 s with 2 threads on a busy 2-core machine).
+  threads = args.threads or max(1, (os.cpu_count() or 1) // plan.jobs)
+  meta = {"machine": common.machine_info(threads), "plan": dataclasses.asdict(plan),
+          "sections": names, "command": " ".join(["python -m bsa_jax.bench"] + sys.argv[1:])}
+  start = time.perf_counter()
+  save_dir = tempfile.mkdtemp(prefix="bsa_bench_")
+  try:
+    specs = plan_lib.worker_specs(plan, names, threads=threads, save_dir=save_dir)
+    log = lambda msg: print(msg, file=sys.stderr, flush=True)
+    raw = common.run_workers(specs, jobs=plan.jobs, timeout=plan.timeout_s, log=log)
+    if "scaling" in names:
+      raw.append(sections_lib.params_diff(raw, plan))
+    meta["wall_s"] = time.perf_counter() - start
+    # The measurements first: a bug in the report must not cost a long run (see --report-only).
+    write(args.out, json.dumps(finite_or_none({"meta": meta, "raw": raw}), indent=2) + "\n")
+    return finish(meta, raw)
+  finally:
+    shutil.rmtree(save_dir, ignore_errors=True)
+
+
+def finish(meta: dict, raw: list[dict]) -> dict:
+  """Sections and goals from the raw worker results; the results dict as written to the JSON."""
+  plan = plan_lib.Plan(**{k: tuple(map(tuple, v)) if k.endswith("cells") else
+                          tuple(v) if isinstance(v, list) else v
+                          for k, v in meta["plan"].items()})
+  built = sections_lib.build(raw, plan, meta["sections"])
+  return {"meta": meta, "goals": sections_lib.goals(built), "sections": built, "raw": raw}
+
+
+def finite_or_none(x):
+  """The tree with NaN/inf floats as None, so the file is strict JSON."""
+  if isinstance(x, float):
+    return x if math.isfinite(x) else None
+  if isinstance(x, dict):
+    return {k: finite_or_none(v) for k, v in x.items()}
+  if isinstance(x, (list, tuple)):
+    return [finite_or_none(v) for v in x]
+  return x
+
+
+def none_to_nan(x):
+  """Inverse of `finite_or_none` for re-reading a results file (raw results hold no real None)."""
+  if x is None:
+    return math.nan
+  if isinstance(x, dict):
+    return {k: none_to_nan(v) for k, v in x.items()}
+  if isinstance(x, list):
+    return [none_to_nan(v) for v in x]
+  return x
+
+
+def write(path: str, text: str) -> None:
+  if not path:
+    return
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  with open(path, "w") as f:
+    f.write(text)
+
+
+def main(argv=None) -> int:
+  args = parse_args(sys.argv[1:] if argv is None else argv)
+  if args.report_only:
+    with open(args.report_only) as f:
+      saved = json.load(f)
+    results = finish(saved["meta"], none_to_nan(saved["raw"]))
+  else:
+    results = run(args)
+  text = report.markdown(results)
+  print(text)
+  write(args.out, json.dumps(finite_or_none(results), indent=2, allow_nan=False) + "\n")
+  write(args.md, text)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,136 @@
+"""What to measure: the full benchmark and the `--quick` smoke run, and the worker specs they need.
+
+One JAX worker per distinct (size, batch, dtype, devices): the sections share them (the throughput
+rows feed the torch ratios, the FLOP fractions and the pipeline's consumption; the scaling grid
+reuses the throughput cells it contains).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+SECTIONS = ("throughput", "torch", "flops", "metrics", "pipeline", "scaling")
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+  """Sizes, batches and repeat counts of one benchmark run."""
+  name: str
+  variant: str
+  main_sizes: tuple[int, ...]
+  main_batches: tuple[int, ...]
+  bf16_batches: tuple[int, ...]  # bfloat16 rows at every main size with these batches
+  scaling_cells: tuple[tuple[int, int], ...]  # (size, batch)
+  devices_cell: tuple[int, int]  # (size, global batch) of the 1-vs-8-device comparison
+  torch_modes: tuple[str, ...]
+  peak_n: int
+  metrics_sets: tuple[str, ...]
+  metrics_max_images: int  # <= 0: every image of the split
+  pipeline_cell: tuple[int, int]  # (size, batch); also the train step whose consumption it must beat
+  pipeline_batches: int
+  pipeline_workers: tuple[int, ...]
+  pipeline_train: tuple[str, ...]
+  repeats: int
+  warmup: int
+  jobs: int  # workers running at once (1 = clean timings)
+  timeout_s: float
+
+  def main_cells(self) -> list[tuple[int, int]]:
+    return [(s, b) for s in self.main_sizes for b in self.main_batches]
+
+
+def _grid(sizes, batches):
+  return tuple((s, b) for s in sizes for b in batches)
+
+
+FULL = Plan(
+    name="full", variant="paper",
+    main_sizes=(256, 128), main_batches=(16, 4), bf16_batches=(16,),
+    scaling_cells=_grid((128, 256, 352), (1, 4, 16)),
+    devices_cell=(128, 16),
+    # Inductor already runs convolutions channels_last inside compiled graphs (its layout
+    # optimisation), so one compiled mode covers both layouts ('compile_channels_last' exists too).
+    torch_modes=("eager", "channels_last", "compile"),
+    peak_n=4096,
+    metrics_sets=("kvasir_seg:pranet_test", "cvc_colondb:all"), metrics_max_images=0,
+    pipeline_cell=(256, 16), pipeline_batches=20, pipeline_workers=(0, 2),
+    pipeline_train=("kvasir_seg:pranet_train",),
+    repeats=5, warmup=2, jobs=1, timeout_s=3600.0)
+
+# A smoke run of every code path: the tiny variant at toy sizes, two workers at a time. Its numbers
+# say nothing about speed. XLA compiles dominate its time (~20 s per train step of even the tiny
+# network on this CPU), so it shares one configuration between sections wherever it can: the main
+# cell is also the pipeline's consumer and a scaling cell; it skips bfloat16 (the same code path
+# with another `compute_dtype`, which tests/test_train_step.py covers).
+QUICK = dataclasses.replace(
+    FULL, name="quick", variant="tiny",
+    main_sizes=(32,), main_batches=(8,), bf16_batches=(),
+    scaling_cells=((32, 8), (64, 2)),
+    devices_cell=(32, 8),
+    torch_modes=("eager", "channels_last"),
+    peak_n=1024, metrics_max_images=3,
+    pipeline_cell=(32, 8), pipeline_batches=3,
+    repeats=2, warmup=1, jobs=2, timeout_s=600.0)
+
+
+def _common(plan: Plan, threads: int) -> dict:
+  return {"variant": plan.variant, "repeats": plan.repeats, "warmup": plan.warmup,
+          "threads": threads}
+
+
+def jax_jobs(plan: Plan, sections, save_dir: str) -> list[dict]:
+  """One spec per distinct JAX configuration the chosen sections need."""
+  jobs: dict[tuple, dict] = {}
+
+  def need(size, batch, dtype="float32", devices=1, predict=False, save=False, optimizer="adam"):
+    key = (size, batch, dtype, devices, optimizer)
+    spec = jobs.setdefault(key, {"kind": "jax_model", "framework": "jax", "size": size,
+                                 "batch": batch, "dtype": dtype, "devices": devices,
+                                 "optimizer": optimizer, "predict": False})
+    spec["predict"] = spec["predict"] or predict
+    if save:
+      spec["save_dir"] = save_dir
+
+  if {"throughput", "torch", "flops"} & set(sections):
+    for size, batch in plan.main_cells():
+      need(size, batch, predict=True)
+  if "throughput" in sections:
+    for size in plan.main_sizes:
+      for batch in plan.bf16_batches:
+        need(size, batch, "bfloat16", predict=True)
+  if "scaling" in sections:
+    for size, batch in plan.scaling_cells:
+      need(size, batch)
+    # SGD, not the recipe's Adam: Adam's first update is lr * g / (|g| + eps), so a gradient that is
+    # 0 in exact arithmetic (a conv bias before BatchNorm) and ~1e-9 in float32 moves by up to lr in
+    # a direction set by summation order. With SGD a parameter difference is lr x the gradient's.
+    for devices in (1, 8):
+      need(*plan.devices_cell, devices=devices, save=True, optimizer="sgd")
+  if "pipeline" in sections:
+    need(*plan.pipeline_cell)
+  return list(jobs.values())
+
+
+def worker_specs(plan: Plan, sections, *, threads: int, save_dir: str) -> list[dict]:
+  """Every worker spec of the run, in the order they run (cheap, isolated ones first)."""
+  common = _common(plan, threads)
+  specs = []
+  if "flops" in sections:
+    specs.append({"kind": "peak", "n": plan.peak_n, **common})
+  if "metrics" in sections:
+    # Each timed call already scores the whole set (100 + 60 images in the full run).
+    specs.append({"kind": "metrics", "sets": list(plan.metrics_sets),
+                  "max_images": plan.metrics_max_images, **common,
+                  "repeats": min(3, plan.repeats)})
+  if "pipeline" in sections:
+    size, batch = plan.pipeline_cell
+    specs.append({"kind": "pipeline", "size": size, "batch": batch,
+                  "batches": plan.pipeline_batches, "workers": list(plan.pipeline_workers),
+                  "train": list(plan.pipeline_train), **common})
+  specs += [{**spec, **common} for spec in jax_jobs(plan, sections, save_dir)]
+  if "torch" in sections:
+    for size, batch in plan.main_cells():
+      for mode in plan.torch_modes:
+        specs.append({"kind": "torch_model", "framework": "torch", "mode": mode, "size": size,
+                      "batch": batch, "predict": True, **common})
+  return specs

@@ -1,0 +1,220 @@
+"""The Markdown document: a header with the machine, the goals, then one table (or two) per section."""
+
+from __future__ import annotations
+
+import math
+
+TABLE_HEADER = "| size | batch | dtype | train img/s |"  # first cells of section 1 (tests look for it)
+
+
+def fmt(x, digits: int = 3) -> str:
+  """A number with `digits` significant digits ('–' for missing/NaN); ints with separators."""
+  if x is None or (isinstance(x, float) and not math.isfinite(x)):
+    return "–"
+  if isinstance(x, bool):
+    return "yes" if x else "no"
+  if isinstance(x, int):
+    return f"{x:,}"
+  if x == 0:
+    return "0"
+  if abs(x) >= 10 ** digits:
+    return f"{x:,.0f}"
+  return f"{x:.{digits}g}"
+
+
+def table(headers: list[str], rows: list[list]) -> str:
+  lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+  lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+  return "\n".join(lines)
+
+
+def header(meta: dict) -> str:
+  m = meta["machine"]
+  plan = meta["plan"]
+  lines = [
+      f"# BSA-Net benchmark (issue #7): {plan['name']} run",
+      "",
+      f"- Machine: {m['cpu']}, {m['cores']} cores, {fmt(m['memory_gib'])} GiB; "
+      f"**{m['threads_used']} thread(s)** for both frameworks; load average at start "
+      f"{' / '.join(str(x) for x in m['load_average'])}",
+      f"- Software: Python {m['python']}, jax {m['jax']} (jaxlib {m['jaxlib']}), flax {m['flax']}, "
+      f"torch {m['torch']}, pysodmetrics {m['pysodmetrics']}",
+      f"- Date {m['date']}, commit `{m['git_commit']}`; total wall time {fmt(meta.get('wall_s'))} s",
+      f"- BSA-Net variant '{plan['variant']}'; medians of {plan['repeats']} timed calls after "
+      f"{plan['warmup']} warm-up call(s); every configuration in a fresh process (peak RSS = its "
+      f"ru_maxrss); inputs are synthetic except in sections 4 and 5.",
+  ]
+  if plan["jobs"] > 1:
+    lines.append(f"- {plan['jobs']} workers ran at once: timings are contended, not measurements.")
+  if plan["name"] == "quick":
+    lines.append("- **Quick mode**: a smoke test of the harness (tiny variant, toy sizes); its numbers "
+                 "say nothing about speed.")
+  return "\n".join(lines)
+
+
+def goals_table(goals: list[dict]) -> str:
+  if not goals:
+    return "_No goal was measured in this run._"
+  rows = [[g["goal"], g["target"], g["shown"], "**met**" if g["met"] else "**not met**"]
+          for g in goals]
+  return table(["goal", "target", "measured", "met?"], rows)
+
+
+def throughput_md(s: dict) -> str:
+  rows = []
+  for r in s["rows"]:
+    if "error" in r:
+      rows.append([r["size"], r["batch"], r["dtype"], f"error: {r['error']}"] + [""] * 7)
+      continue
+    rows.append([r["size"], r["batch"], r["dtype"], fmt(r["train_images_per_s"]),
+                 fmt(r["train_step_s"]), fmt(r["predict_images_per_s"]), fmt(r["predict_s"]),
+                 fmt(r["train_lower_s"]), fmt(r["train_compile_s"]), fmt(r["predict_compile_s"]),
+                 fmt(r["peak_rss_mb"], 4)])
+  params = next((r["num_params"] for r in s["rows"] if "num_params" in r), None)
+  return "\n".join([
+      "## 1. Throughput of our train and inference steps (JAX)",
+      "",
+      f"`bsa_jax.train.train_step` jitted as in the trainer ({fmt(params)} parameters, Adam); "
+      "inference = `train.predict_step` (eval mode, PointRend subdivision). Compile = "
+      "`.lower()` then `.compile()`, timed apart.",
+      "",
+      table(["size", "batch", "dtype", "train img/s", "train step s", "infer img/s", "infer s",
+             "lower s", "compile s", "infer compile s", "peak RSS MiB"], rows),
+  ])
+
+
+def torch_md(s: dict) -> str:
+  out = ["## 2. PyTorch twin (`bsa_jax/bench/torch_bsanet.py`)", ""]
+  if s["status"] != "ok" and not s["rows"]:
+    return "\n".join(out + [f"**{s['status']}**"])
+  rows = []
+  for r in s["rows"]:
+    note = r.get("error", "")
+    rows.append([r["size"], r["batch"], r["mode"], fmt(r.get("train_images_per_s")),
+                 fmt(r.get("predict_images_per_s")), fmt(r.get("train_first_s")),
+                 fmt(r.get("peak_rss_mb"), 4), note])
+  ratios = []
+  for r in s["ratios"]:
+    ratios.append([r["size"], r["batch"], fmt(r["ours_train"]),
+                   f"{fmt(r['torch_train'])} ({r['torch_train_mode']})", f"**{fmt(r['train_ratio'])}x**",
+                   fmt(r["ours_predict"]), f"{fmt(r['torch_predict'])} ({r['torch_predict_mode']})",
+                   f"{fmt(r['predict_ratio'])}x",
+                   f"{fmt(r['ours_params'])} / {fmt(r['torch_params'])}"])
+  optimizer = next((r["optimizer"] for r in s["rows"] if r.get("optimizer")), "Adam")
+  out += [f"Train step: zero_grad, `train_loss`, backward, {optimizer}; inference under "
+          "`torch.inference_mode()`. 'first call' includes torch.compile's compilation.", "",
+          table(["size", "batch", "mode", "train img/s", "infer img/s", "first call s",
+                 "peak RSS MiB", "note"], rows),
+          "", "Ours vs the best torch mode per column:", "",
+          table(["size", "batch", "ours train img/s", "torch train img/s (mode)", "ours/torch train",
+                 "ours infer img/s", "torch infer img/s (mode)", "ours/torch infer",
+                 "params ours / torch"], ratios)]
+  return "\n".join(out)
+
+
+def flops_md(s: dict) -> str:
+  out = ["## 3. Achieved FLOP/s of the train step", ""]
+  peak = s["peak"]
+  if "error" in peak:
+    return "\n".join(out + [f"**peak not measured: {peak['error']}**"])
+  j, t = peak["jax"], peak.get("torch", {})
+  torch_text = (f"torch.mm {fmt(t['gflops_per_s'])} GFLOP/s" if "gflops_per_s" in t
+                else f"torch: {t.get('error', 'not run')}")
+  out += [f"Peak: float32 {j['n']}x{j['n']} matmul, jitted JAX {fmt(j['gflops_per_s'])} GFLOP/s, "
+          f"{torch_text}; the fraction uses the faster ({peak['peak_from']}, "
+          f"{fmt(peak['peak_gflops_per_s'])} GFLOP/s). FLOPs per step from XLA's cost analysis of "
+          "the compiled train step (`.lower().compile().cost_analysis()`); the count of the "
+          "lowered, unoptimised HLO is shown for reference.", ""]
+  rows = [[r["size"], r["batch"], fmt(r["train_gflop"]), fmt(r.get("train_hlo_gflop")),
+           fmt(r["predict_gflop"]), fmt(r["train_step_s"]), fmt(r["achieved_gflops_per_s"]),
+           f"**{r['fraction']:.1%}**"] for r in s["rows"]]
+  out.append(table(["size", "batch", "train GFLOP/step", "(before XLA passes)", "infer GFLOP/call",
+                    "train step s", "achieved GFLOP/s", "fraction of peak"], rows))
+  return "\n".join(out)
+
+
+def metrics_md(s: dict) -> str:
+  out = ["## 4. Metrics: ours (`bsa_jax.eval.metrics`) vs pysodmetrics", ""]
+  if "error" in s:
+    return "\n".join(out + [f"**{s['error']}**"])
+  rows = []
+  for name, r in s["sets"].items():
+    if "skipped" in r:
+      rows.append([name, "skipped", r["skipped"], "", "", ""])
+      continue
+    worst = max(r["abs_diff"], key=r["abs_diff"].get)
+    rows.append([name, r["images"], f"{r['max_abs_diff']:.1e} ({worst})", fmt(r["ours_s"]),
+                 fmt(r["pysodmetrics_s"]), f"**{fmt(r['speedup'])}x**"])
+  out += ["Real masks, deterministic perturbed uint8 predictions (shifted, blurred, noisy); both "
+          "score the same arrays: mDSC, mIoU, S_alpha, F_beta_w, E_phi (max/mean/adaptive), MAE, "
+          "max/binary Dice and IoU.", "",
+          table(["set", "images", "max abs diff (metric)", "ours s", "pysodmetrics s",
+                 "speed-up"], rows), "",
+          f"Equal within {s['tolerance']:g}: **{fmt(s['equal'])}**."]
+  return "\n".join(out)
+
+
+def pipeline_md(s: dict) -> str:
+  out = ["## 5. Input pipeline (decode + resize + normalise)", ""]
+  if "error" in s:
+    return "\n".join(out + [f"**{s['error']}**"])
+  rows = [[r["num_workers"], fmt(r["images_per_sec"]), fmt(r["first_batch_sec"]),
+           fmt(s["consumption_images_per_s"]), f"**{fmt(r['ratio'])}x**"] for r in s["rows"]]
+  train = ", ".join(s["rows"][0]["train"]) if s["rows"] else ""
+  out += [f"`bsa_jax.data.benchmark` on {train}; consumption = {s['consumption_of']}.", "",
+          table(["grain workers", "img/s", "first batch s", "train consumes img/s", "ratio"], rows)]
+  return "\n".join(out)
+
+
+def scaling_md(s: dict) -> str:
+  out = ["## 6. Scaling of the train step", ""]
+  sizes = sorted({c["size"] for c in s["grid"]})
+  batches = sorted({c["batch"] for c in s["grid"]})
+  cells = {(c["size"], c["batch"]): c for c in s["grid"]}
+  rows = []
+  for size in sizes:
+    row = [f"{size}²"]
+    for batch in batches:
+      c = cells.get((size, batch))
+      if c is None:
+        row.append("")
+      elif "error" in c:
+        row.append(f"error: {c['error'][:80]}")
+      else:
+        row.append(f"{fmt(c['train_step_s'])} s ({fmt(c['images_per_s'])} img/s)")
+    rows.append(row)
+  out += ["Median train-step time (images/s) by image size and batch, float32, one device:", "",
+          table(["size"] + [f"batch {b}" for b in batches], rows), ""]
+  d = s["devices"]
+  drows = []
+  for r in d["rows"]:
+    if "error" in r:
+      drows.append([r["devices"], f"error: {r['error'][:120]}", "", "", ""])
+    else:
+      drows.append([r["device_count"], fmt(r["train_step_s"]), fmt(r["train_compile_s"]),
+                    f"{r['loss_after_init']:.9g}", f"{r['grad_norm']:.9g}"])
+  out += [f"1 vs 8 simulated CPU devices (`--xla_force_host_platform_device_count`): one step of "
+          f"our train step from the same init on the same global batch ({d['global_batch']} at "
+          f"{d['size']}²), with SGD instead of Adam so that a parameter difference shows a gradient "
+          "difference (Adam's first step is ~lr·sign(g), which turns rounding noise on gradients that "
+          "are exactly 0 in theory, e.g. conv biases before BatchNorm, into lr-sized differences). "
+          "Times on one CPU are informational.", "",
+          table(["devices", "train step s", "compile s", "loss", "grad norm"], drows)]
+  if "params_max_abs_diff" in d:
+    out += ["", f"|loss diff| {d['loss_abs_diff']:.1e}, |grad-norm diff| "
+            f"{d['grad_norm_abs_diff']:.1e}, max |param diff| after the step "
+            f"{d['params_max_abs_diff']:.1e} → equal: **{fmt(d['equal'])}** (loss and grad norm to "
+            f"{d['rtol']:g} relative, parameters to {d['params_atol']:g})."]
+  return "\n".join(out)
+
+
+RENDERERS = {"throughput": throughput_md, "torch": torch_md, "flops": flops_md,
+             "metrics": metrics_md, "pipeline": pipeline_md, "scaling": scaling_md}
+
+
+def markdown(results: dict) -> str:
+  """The whole document for a results dict as written to the JSON file."""
+  parts = [header(results["meta"]), "## Goals", goals_table(results["goals"])]
+  for name, section in results["sections"].items():
+    parts.append(RENDERERS[name](section))
+  return "\n\n".join(parts) + "\n"

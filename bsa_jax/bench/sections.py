@@ -1,0 +1,294 @@
+"""From raw worker results to the six sections of issue #7 and the goal checks (no jax/torch here)."""
+
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+
+from bsa_jax.bench.plan import Plan
+
+GOAL_TORCH_RATIO = 1.5
+GOAL_FLOP_FRACTION = 0.5
+GOAL_METRICS_SPEEDUP = 10.0
+GOAL_PIPELINE_RATIO = 3.0
+METRICS_TOLERANCE = 1e-6
+# 1 vs 8 devices (one SGD step, see plan.py): XLA sums in a different order, so "equal" means equal
+# to float32 rounding: loss and gradient norm to 1e-5 relative, parameters to 1e-6 absolute
+# (an SGD step moves them by lr = 1e-3 times the gradient).
+DEVICES_RTOL = 1e-5
+DEVICES_PARAM_ATOL = 1e-6
+
+
+def _index(raw: list[dict], kind: str) -> list[dict]:
+  return [r for r in raw if r.get("spec", {}).get("kind") == kind]
+
+
+def jax_result(raw, size, batch, dtype="float32", devices=1, optimizer="adam") -> dict | None:
+  """The JAX worker result of one configuration, or None."""
+  for r in _index(raw, "jax_model"):
+    s = r["spec"]
+    if (s["size"], s["batch"], s["dtype"], s["devices"], s["optimizer"]) == (
+        size, batch, dtype, devices, optimizer):
+      return r
+  return None
+
+
+def _get(d: dict | None, *path, default=math.nan):
+  for key in path:
+    if not isinstance(d, dict) or key not in d:
+      return default
+    d = d[key]
+  return d
+
+
+# ------------------------------------------------------------------------------------------------
+# 1. Throughput of our train and predict steps.
+# ------------------------------------------------------------------------------------------------
+def throughput(raw, plan: Plan) -> dict:
+  rows = []
+  cells = [(s, b, "float32") for s, b in plan.main_cells()]
+  cells += [(s, b, "bfloat16") for s in plan.main_sizes for b in plan.bf16_batches]
+  for size, batch, dtype in cells:
+    r = jax_result(raw, size, batch, dtype)
+    row = {"size": size, "batch": batch, "dtype": dtype}
+    if r is None or "error" in r:
+      row["error"] = (r or {}).get("error", "not run")
+    else:
+      row.update({
+          "train_images_per_s": r["train"]["images_per_s"],
+          "train_step_s": r["train"]["median_s"],
+          "predict_images_per_s": _get(r, "predict", "images_per_s"),
+          "predict_s": _get(r, "predict", "median_s"),
+          "train_lower_s": r["train_compile"]["lower_s"],
+          "train_compile_s": r["train_compile"]["compile_s"],
+          "predict_compile_s": _get(r, "predict_compile", "compile_s"),
+          "peak_rss_mb": r["peak_rss_mb"],
+          "num_params": r["num_params"],
+          "first_loss": r["first_step"]["loss"],
+      })
+    rows.append(row)
+  return {"rows": rows}
+
+
+# ------------------------------------------------------------------------------------------------
+# 2. The PyTorch twin and the ratios ours/torch.
+# ------------------------------------------------------------------------------------------------
+def torch_section(raw, plan: Plan) -> dict:
+  rows, ratios = [], []
+  results = _index(raw, "torch_model")
+  errors = [r.get("error", "") for r in results if "error" in r]
+  if results and all(e.startswith("unavailable") for e in errors) and len(errors) == len(results):
+    return {"status": errors[0], "rows": [], "ratios": []}
+  for size, batch in plan.main_cells():
+    ours = jax_result(raw, size, batch)
+    best, cell_rows = {}, []
+    for r in results:
+      s = r["spec"]
+      if (s["size"], s["batch"]) != (size, batch):
+        continue
+      row = {"size": size, "batch": batch, "mode": s["mode"], "num_params": r.get("num_params")}
+      if "error" in r:
+        row["error"] = r["error"]
+      else:
+        row.update({"train_images_per_s": r["train"]["images_per_s"],
+                    "train_step_s": r["train"]["median_s"],
+                    "train_first_s": r["train"]["first_s"],
+                    "predict_images_per_s": _get(r, "predict", "images_per_s"),
+                    "peak_rss_mb": r["peak_rss_mb"], "optimizer": r.get("optimizer")})
+        if "predict_error" in r:
+          row["error"] = r["predict_error"]
+        for what in ("train", "predict"):
+          value = row[f"{what}_images_per_s"]
+          if np.isfinite(value) and value > best.get(what, (0.0, ""))[0]:
+            best[what] = (value, s["mode"])
+      cell_rows.append(row)
+    rows += cell_rows
+    if not best or ours is None or "error" in ours:
+      continue
+    ratio = {"size": size, "batch": batch,
+             "ours_params": ours["num_params"],
+             "torch_params": next((r["num_params"] for r in cell_rows if r.get("num_params")), None)}
+    for what in ("train", "predict"):
+      mine = _get(ours, what, "images_per_s")
+      theirs, mode = best.get(what, (math.nan, "none"))
+      ratio.update({f"ours_{what}": mine, f"torch_{what}": theirs, f"torch_{what}_mode": mode,
+                    f"{what}_ratio": mine / theirs if theirs else math.nan})
+    ratios.append(ratio)
+  return {"status": "ok" if ratios else (errors[0] if errors else "not run"), "rows": rows,
+          "ratios": ratios}
+
+
+# ------------------------------------------------------------------------------------------------
+# 3. Achieved FLOP/s of the train step vs the measured matmul peak.
+# ------------------------------------------------------------------------------------------------
+def flops(raw, plan: Plan) -> dict:
+  peaks = _index(raw, "peak")
+  peak = peaks[0] if peaks else {"error": "not run"}
+  if "error" in peak:
+    return {"peak": peak, "rows": []}
+  rows = []
+  for size, batch in plan.main_cells():
+    r = jax_result(raw, size, batch)
+    if r is None or "error" in r:
+      continue
+    step_flops = r["train_compile"]["flops"]
+    achieved = step_flops / r["train"]["median_s"] / 1e9
+    rows.append({"size": size, "batch": batch, "train_gflop": step_flops / 1e9,
+                 "train_hlo_gflop": _get(r, "train_compile", "hlo_flops") / 1e9,
+                 "predict_gflop": _get(r, "predict_compile", "flops") / 1e9,
+                 "train_step_s": r["train"]["median_s"], "achieved_gflops_per_s": achieved,
+                 "peak_gflops_per_s": peak["peak_gflops_per_s"],
+                 "fraction": achieved / peak["peak_gflops_per_s"]})
+  return {"peak": peak, "rows": rows}
+
+
+# ------------------------------------------------------------------------------------------------
+# 4. Metrics vs pysodmetrics.
+# ------------------------------------------------------------------------------------------------
+def metrics(raw, plan: Plan) -> dict:
+  found = _index(raw, "metrics")
+  if not found or "error" in found[0]:
+    return {"error": found[0]["error"] if found else "not run", "sets": {}}
+  sets = found[0]["sets"]
+  compared = [v for v in sets.values() if "skipped" not in v]
+  worst = max((v["max_abs_diff"] for v in compared), default=math.nan)
+  return {"sets": sets, "max_abs_diff": worst, "tolerance": METRICS_TOLERANCE,
+          "equal": bool(compared) and worst < METRICS_TOLERANCE}
+
+
+# ------------------------------------------------------------------------------------------------
+# 5. Input pipeline vs the train step's consumption.
+# ------------------------------------------------------------------------------------------------
+def pipeline(raw, plan: Plan) -> dict:
+  found = _index(raw, "pipeline")
+  if not found:
+    return {"error": "not run", "rows": []}
+  result = found[0]
+  if "error" in result or "skipped" in result:
+    return {"error": result.get("error") or f"skipped: {result['skipped']}", "rows": []}
+  size, batch = plan.pipeline_cell
+  train = jax_result(raw, size, batch)
+  consumption = _get(train, "train", "images_per_s")
+  rows = [{**row, "ratio": row["images_per_sec"] / consumption} for row in result["rows"]]
+  return {"rows": rows, "consumption_images_per_s": consumption,
+          "consumption_of": f"JAX train step, {size}x{size}, batch {batch}, float32"}
+
+
+# ------------------------------------------------------------------------------------------------
+# 6. Scaling, and 1 vs 8 simulated devices.
+# ------------------------------------------------------------------------------------------------
+def _load_npz(path: str) -> dict[str, np.ndarray]:
+  with np.load(path) as data:
+    return {k: data[k] for k in data.files}
+
+
+def params_diff(raw: list[dict], plan: Plan) -> dict:
+  """A raw record {'spec': {'kind': 'params_diff'}, ...}: max |p1 - p8| over the parameters saved
+  by the 1- and 8-device workers (the files are deleted; the record keeps the numbers)."""
+  size, batch = plan.devices_cell
+  runs = [jax_result(raw, size, batch, devices=n, optimizer="sgd") for n in (1, 8)]
+  record = {"spec": {"kind": "params_diff"}}
+  if any(r is None or "params_path" not in r for r in runs):
+    return {**record, "error": "a device run failed"}
+  a, b = (_load_npz(r["params_path"]) for r in runs)
+  for r in runs:
+    os.remove(r["params_path"])
+  if a.keys() != b.keys() or any(a[k].shape != b[k].shape for k in a):
+    return {**record, "error": "the parameter trees differ"}
+  return {**record, "params_max_abs_diff": max(float(np.max(np.abs(a[k] - b[k]))) for k in a),
+          "num_arrays": len(a)}
+
+
+def compare_devices(one: dict | None, eight: dict | None, diff: dict | None) -> dict:
+  """Loss, gradient norm and parameters after one step on 1 vs 8 devices (same batch and init)."""
+  rows = []
+  for r, devices in ((one, 1), (eight, 8)):
+    if r is None or "error" in r:
+      rows.append({"devices": devices, "error": (r or {}).get("error", "not run")})
+    else:
+      rows.append({"devices": devices, "device_count": r["device_count"],
+                   "train_step_s": r["train"]["median_s"], "loss_after_init": r["first_step"]["loss"],
+                   "grad_norm": r["first_step"]["grad_norm"],
+                   "train_compile_s": r["train_compile"]["compile_s"]})
+  if any("error" in row for row in rows) or diff is None or "error" in diff:
+    return {"rows": rows, "equal": False, "error": (diff or {}).get("error", "a run failed")}
+  close = lambda key: abs(rows[0][key] - rows[1][key]) <= DEVICES_RTOL * max(1.0, abs(rows[0][key]))
+  param_diff = diff["params_max_abs_diff"]
+  return {"rows": rows, "optimizer": "sgd",
+          "loss_abs_diff": abs(rows[0]["loss_after_init"] - rows[1]["loss_after_init"]),
+          "grad_norm_abs_diff": abs(rows[0]["grad_norm"] - rows[1]["grad_norm"]),
+          "params_max_abs_diff": param_diff, "rtol": DEVICES_RTOL, "params_atol": DEVICES_PARAM_ATOL,
+          "equal": close("loss_after_init") and close("grad_norm") and param_diff <= DEVICES_PARAM_ATOL}
+
+
+def scaling(raw, plan: Plan) -> dict:
+  grid = []
+  for size, batch in plan.scaling_cells:
+    r = jax_result(raw, size, batch)
+    if r is None or "error" in r:
+      grid.append({"size": size, "batch": batch, "error": (r or {}).get("error", "not run")})
+      continue
+    grid.append({"size": size, "batch": batch, "train_step_s": r["train"]["median_s"],
+                 "images_per_s": r["train"]["images_per_s"],
+                 "train_compile_s": r["train_compile"]["compile_s"],
+                 "peak_rss_mb": r["peak_rss_mb"]})
+  size, batch = plan.devices_cell
+  diffs = _index(raw, "params_diff")
+  devices = compare_devices(jax_result(raw, size, batch, devices=1, optimizer="sgd"),
+                            jax_result(raw, size, batch, devices=8, optimizer="sgd"),
+                            diffs[0] if diffs else None)
+  devices.update({"size": size, "global_batch": batch})
+  return {"grid": grid, "devices": devices}
+
+
+# ------------------------------------------------------------------------------------------------
+# Goals of issue #7.
+# ------------------------------------------------------------------------------------------------
+def goals(sections: dict) -> list[dict]:
+  """[{'goal', 'target', 'value', 'shown', 'met'}] for every bar of the issue this run measured."""
+  out = []
+
+  def at_least(goal, value, threshold, percent=False):
+    ok = bool(np.isfinite(value) and value >= threshold)
+    shown = (f"{value:.1%}" if percent else f"{value:.3g}x") if np.isfinite(value) else "–"
+    target = f">= {threshold:.0%}" if percent else f">= {threshold:g}x"
+    out.append({"goal": goal, "target": target, "value": value, "shown": shown, "met": ok})
+
+  def equal(goal, value, tolerance, ok):
+    shown = f"max diff {value:.1e}" if np.isfinite(value) else "–"
+    out.append({"goal": goal, "target": f"equal (< {tolerance:g})", "value": value,
+                "shown": shown, "met": bool(ok)})
+
+  for r in sections.get("torch", {}).get("ratios", []):
+    at_least(f"train step ours/torch, {r['size']}² batch {r['batch']} (vs torch "
+             f"{r['torch_train_mode']})", r["train_ratio"], GOAL_TORCH_RATIO)
+  for r in sections.get("flops", {}).get("rows", []):
+    at_least(f"train step FLOP/s / matmul peak, {r['size']}² batch {r['batch']}", r["fraction"],
+             GOAL_FLOP_FRACTION, percent=True)
+  m = sections.get("metrics", {})
+  if m.get("sets"):
+    equal("metrics equal to pysodmetrics (every metric, every set)", m["max_abs_diff"],
+          m["tolerance"], m["equal"])
+  for name, r in m.get("sets", {}).items():
+    if "skipped" not in r:
+      at_least(f"metrics speed vs pysodmetrics, {name}", r["speedup"], GOAL_METRICS_SPEEDUP)
+  for r in sections.get("pipeline", {}).get("rows", []):
+    at_least(f"input pipeline / train consumption, {r['num_workers']} workers", r["ratio"],
+             GOAL_PIPELINE_RATIO)
+  d = sections.get("scaling", {}).get("devices")
+  if d is not None:
+    equal("1 vs 8 devices: same loss and parameters after one step",
+          d.get("params_max_abs_diff", math.nan), d.get("params_atol", DEVICES_PARAM_ATOL),
+          d.get("equal", False))
+  return out
+
+
+BUILDERS = {"throughput": throughput, "torch": torch_section, "flops": flops, "metrics": metrics,
+            "pipeline": pipeline, "scaling": scaling}
+
+
+def build(raw: list[dict], plan: Plan, names) -> dict:
+  """{section name: section dict} for the requested sections."""
+  return {name: BUILDERS[name](raw, plan) for name in names}

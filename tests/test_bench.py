@@ -1,0 +1,165 @@
+"""The issue #7 benchmark harness: `python -m bsa_jax.bench --quick` end to end, plus its pure parts.
+
+The quick run is a smoke test (tiny BSA-Net, toy sizes, ~1.5 min on 2 quiet cores, mostly XLA
+compiles); it checks what users of the JSON and the Markdown rely on, not speed.
+"""
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+
+from bsa_jax.bench import __main__ as cli
+from bsa_jax.bench import common
+from bsa_jax.bench import plan as plan_lib
+from bsa_jax.bench import report
+from bsa_jax.bench import sections as sections_lib
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory):
+  """(results dict, Markdown file text, stdout) of one quick run."""
+  out_dir = tmp_path_factory.mktemp("bench")
+  json_path, md_path = str(out_dir / "results.json"), str(out_dir / "RESULTS.md")
+  proc = subprocess.run([sys.executable, "-m", "bsa_jax.bench", "--quick", "--out", json_path,
+                         "--md", md_path], cwd=common.REPO_ROOT, capture_output=True, text=True,
+                        timeout=900)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  with open(json_path) as f:
+    results = json.load(f)
+  with open(md_path) as f:
+    markdown = f.read()
+  return results, markdown, proc.stdout
+
+
+def _positive(value, what):
+  assert isinstance(value, (int, float)) and math.isfinite(value) and value > 0, f"{what}={value!r}"
+
+
+def test_json_has_every_section_and_no_worker_failed(quick):
+  results, _, _ = quick
+  assert list(results["sections"]) == list(plan_lib.SECTIONS)
+  failed = [(r["spec"], r["error"]) for r in results["raw"]
+            if "error" in r and not r["error"].startswith("unavailable")]
+  assert not failed
+  assert results["meta"]["machine"]["cores"] >= 1 and results["meta"]["plan"]["name"] == "quick"
+  assert results["goals"], "every run reports its goals"
+
+
+def test_throughput_flops_and_scaling_numbers_are_finite_and_positive(quick):
+  s = quick[0]["sections"]
+  for row in s["throughput"]["rows"]:
+    for key in ("train_images_per_s", "train_step_s", "train_lower_s", "train_compile_s",
+                "peak_rss_mb", "num_params"):
+      _positive(row[key], f"throughput {row['dtype']} {key}")
+    _positive(row["predict_images_per_s"], "predict_images_per_s")
+  assert len(s["throughput"]["rows"]) == len(plan_lib.QUICK.main_cells())
+  assert s["flops"]["rows"]
+  for row in s["flops"]["rows"]:
+    for key in ("train_gflop", "achieved_gflops_per_s", "peak_gflops_per_s", "fraction"):
+      _positive(row[key], f"flops {key}")
+  assert len(s["scaling"]["grid"]) == len(plan_lib.QUICK.scaling_cells)
+  for cell in s["scaling"]["grid"]:
+    _positive(cell["train_step_s"], f"scaling {cell['size']}x{cell['batch']}")
+
+
+def test_torch_ratios_or_a_reason(quick):
+  t = quick[0]["sections"]["torch"]
+  if t["status"].startswith("unavailable"):
+    return  # the twin is not importable: the section says why instead of crashing
+  assert t["status"] == "ok"
+  for r in t["ratios"]:
+    _positive(r["train_ratio"], "train_ratio")
+    _positive(r["predict_ratio"], "predict_ratio")
+    assert r["torch_train_mode"] in plan_lib.QUICK.torch_modes
+    assert r["ours_params"] == r["torch_params"], "the twin has our parameter count"
+
+
+def test_metrics_equal_pysodmetrics(quick):
+  m = quick[0]["sections"]["metrics"]
+  compared = {k: v for k, v in m["sets"].items() if "skipped" not in v}
+  if not compared:
+    pytest.skip(f"no real masks: {m['sets']}")
+  assert m["equal"] and m["max_abs_diff"] < 1e-6
+  for name, r in compared.items():
+    assert r["images"] == plan_lib.QUICK.metrics_max_images, name
+    _positive(r["speedup"], f"{name} speedup")
+
+
+def test_pipeline_reports_each_worker_count(quick):
+  p = quick[0]["sections"]["pipeline"]
+  if "error" in p:
+    pytest.skip(p["error"])
+  assert [r["num_workers"] for r in p["rows"]] == list(plan_lib.QUICK.pipeline_workers)
+  for r in p["rows"]:
+    _positive(r["images_per_sec"], "pipeline images_per_sec")
+    _positive(r["ratio"], "pipeline ratio")
+
+
+def test_one_and_eight_devices_agree(quick):
+  d = quick[0]["sections"]["scaling"]["devices"]
+  assert [r["device_count"] for r in d["rows"]] == [1, 8]
+  assert d["equal"], d
+  assert d["params_max_abs_diff"] <= 1e-6 and d["loss_abs_diff"] <= 1e-5
+
+
+def test_markdown_is_printed_and_written(quick):
+  _, markdown, stdout = quick
+  assert report.TABLE_HEADER in markdown and "## Goals" in markdown
+  for title in ("## 1.", "## 2.", "## 3.", "## 4.", "## 5.", "## 6."):
+    assert title in markdown
+  assert markdown.strip() in stdout
+
+
+def test_report_only_rebuilds_the_same_document(quick, tmp_path):
+  results, markdown, _ = quick
+  saved = tmp_path / "results.json"
+  saved.write_text(json.dumps(results))
+  md = tmp_path / "again.md"
+  assert cli.main(["--report-only", str(saved), "--out", str(tmp_path / "again.json"),
+                   "--md", str(md)]) == 0
+  assert md.read_text() == markdown
+
+
+# ------------------------------------------------------------------------------------------------
+# Pure parts (no workers).
+# ------------------------------------------------------------------------------------------------
+def test_sections_share_jax_workers():
+  """The quick plan's main cell also serves the pipeline and the scaling grid (one compile)."""
+  specs = plan_lib.jax_jobs(plan_lib.QUICK, plan_lib.SECTIONS, save_dir="/tmp/x")
+  keys = [(s["size"], s["batch"], s["dtype"], s["devices"], s["optimizer"]) for s in specs]
+  assert len(keys) == len(set(keys))
+  assert sorted(keys) == sorted([(32, 8, "float32", 1, "adam"), (64, 2, "float32", 1, "adam"),
+                                 (32, 8, "float32", 1, "sgd"), (32, 8, "float32", 8, "sgd")])
+  full = plan_lib.jax_jobs(plan_lib.FULL, plan_lib.SECTIONS, save_dir="/tmp/x")
+  # 4 main cells (+2 bf16), 5 more scaling cells, 2 device runs; the pipeline reuses 256x16.
+  assert len(full) == 4 + 2 + 5 + 2
+  main = next(s for s in specs if s["dtype"] == "float32" and s["optimizer"] == "adam"
+              and s["size"] == 32)
+  assert main["predict"] and "save_dir" not in main
+
+
+def test_finite_or_none_makes_strict_json():
+  tree = {"a": [1.0, float("nan")], "b": {"c": float("inf"), "d": "x"}}
+  assert json.loads(json.dumps(cli.finite_or_none(tree), allow_nan=False)) == {
+      "a": [1.0, None], "b": {"c": None, "d": "x"}}
+
+
+def test_goals_follow_thresholds():
+  built = {"pipeline": {"rows": [{"num_workers": 0, "ratio": 3.5}, {"num_workers": 2, "ratio": 1.0}]},
+           "metrics": {"sets": {"x": {"speedup": float("nan")}}, "max_abs_diff": 0.0,
+                       "tolerance": 1e-6, "equal": True}}
+  goals = {g["goal"]: g["met"] for g in sections_lib.goals(built)}
+  assert goals == {"input pipeline / train consumption, 0 workers": True,
+                   "input pipeline / train consumption, 2 workers": False,
+                   "metrics equal to pysodmetrics (every metric, every set)": True,
+                   "metrics speed vs pysodmetrics, x": False}
+
+
+def test_worker_reports_errors_instead_of_crashing():
+  result = common.run_workers([{"kind": "no_such_kind"}], log=lambda _: None)[0]
+  assert "error" in result and "no_such_kind" in result["error"]
+  assert os.path.isdir(common.REPO_ROOT)
