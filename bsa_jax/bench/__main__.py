@@ -28,7 +28,10 @@ from bsa_jax.bench import sections as sections_lib
 
 def parse_args(argv):
   p = argparse.ArgumentParser(prog="python -m bsa_jax.bench", description=__doc__.split("\n\n")[0])
-  p.add_argument("--quick", action="store_true", help="tiny variant, toy sizes: a smoke test")
+  p.add_argument("--plan", choices=("full", "short", "quick"), default="full",
+                 help="full: every cell, 5 repeats; short: the same grid with 3 repeats, bfloat16 "
+                      "and torch.compile at 128 px only; quick: tiny variant, toy sizes")
+  p.add_argument("--quick", action="store_true", help="same as --plan=quick (a smoke test)")
   p.add_argument("--sections", nargs="+", choices=plan_lib.SECTIONS, default=list(plan_lib.SECTIONS))
   p.add_argument("--out", default="bench/results.json", help="JSON file ('' to skip)")
   p.add_argument("--md", default="bench/RESULTS.md", help="Markdown file ('' to skip)")
@@ -46,8 +49,9 @@ def parse_args(argv):
 
 
 def make_plan(args) -> plan_lib.Plan:
-  """FULL or QUICK with the command-line overrides."""
-  plan = plan_lib.QUICK if args.quick else plan_lib.FULL
+  """FULL, SHORT or QUICK with the command-line overrides."""
+  plan = {"full": plan_lib.FULL, "short": plan_lib.SHORT,
+          "quick": plan_lib.QUICK}["quick" if args.quick else args.plan]
   overrides = {"repeats": args.repeats, "warmup": args.warmup, "jobs": args.jobs,
                "torch_modes": tuple(args.torch_modes) if args.torch_modes else None,
                "timeout_s": args.timeout}

@@ -49,7 +49,7 @@ def _get(d: dict | None, *path, default=math.nan):
 def throughput(raw, plan: Plan) -> dict:
   rows = []
   cells = [(s, b, "float32") for s, b in plan.main_cells()]
-  cells += [(s, b, "bfloat16") for s in plan.main_sizes for b in plan.bf16_batches]
+  cells += [(s, b, "bfloat16") for s, b in plan.bf16_cells()]
   for size, batch, dtype in cells:
     r = jax_result(raw, size, batch, dtype)
     row = {"size": size, "batch": batch, "dtype": dtype}
