@@ -1,6 +1,7 @@
 """Benchmarks (issue #7): speed, memory and scaling of BSA-Net, side by side with PyTorch and the machine.
 
   python -m bsa_jax.bench                      # full run (~1.5 h on 2 quiet CPU cores)
+  python -m bsa_jax.bench --plan=short         # same grid, 3 repeats, bf16/torch.compile at 128 only
   python -m bsa_jax.bench --quick              # smoke run of every section (~1.5 min)
 
 Prints one Markdown document (also written to bench/RESULTS.md) and writes bench/results.json.
