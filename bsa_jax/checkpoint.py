@@ -37,7 +37,9 @@ class Checkpointer:
         ocp.checkpoint_managers.BestN(get_metric_fn=lambda m: m[select_metric], n=1,
                                       keep_checkpoints_without_metrics=False),
     ])
+    # best_fn also makes Orbax write each step's metrics (it skips them without one).
     options = ocp.CheckpointManagerOptions(preservation_policy=policy, create=True,
+                                           best_fn=lambda m: m[select_metric], best_mode="max",
                                            cleanup_tmp_directories=True)
     self.manager = ocp.CheckpointManager(
         self.directory, item_names=("state", "data", "meta"), options=options)
@@ -46,7 +48,11 @@ class Checkpointer:
     return self.manager.latest_step()
 
   def best_step(self) -> int | None:
-    return self.manager.best_step()
+    """The kept step with the highest validation `select_metric` (the later one on ties, as Orbax's
+    best-1 policy keeps it); None if no kept step has a score."""
+    scored = [(metrics[self.select_metric], step) for step in self.manager.all_steps()
+              if (metrics := self.manager.metrics(step)) and self.select_metric in metrics]
+    return max(scored)[1] if scored else None
 
   def save(self, step: int, state: Any, data_iter: Any, meta: dict,
            metrics: dict[str, float] | None = None) -> None:
@@ -63,6 +69,10 @@ class Checkpointer:
     if os.environ.get(_KILL_DURING_SAVE_ENV) == str(step):
       logging.warning("Fault injection: SIGKILL while saving step %d", step)
       os.kill(os.getpid(), signal.SIGKILL)
+
+  def read_meta(self, step: int) -> dict:
+    """The JSON metadata saved with `step` (the trainer's best_step/best_val), without the state."""
+    return self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
 
   def restore(self, step: int, abstract_state: Any, data_iter: Any = None) -> tuple[Any, dict]:
     """Restores the state (with `abstract_state`'s shardings) and, if given, the iterator position."""

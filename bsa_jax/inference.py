@@ -55,7 +55,12 @@ def select_step(workdir: str, which: str = "best") -> tuple[int, str]:
   directory = os.path.join(workdir, "checkpoints")
   if not os.path.isdir(directory):
     raise FileNotFoundError(f"No checkpoints in {directory}; train first with launch.py.")
-  checkpointer = ckpt_lib.Checkpointer(directory, keep=1_000_000, select_metric="_unused_")
+  select_metric = "mDSC"
+  config_path = os.path.join(workdir, "config.json")
+  if os.path.exists(config_path):
+    with open(config_path) as f:
+      select_metric = json.load(f).get("eval", {}).get("select_metric", select_metric)
+  checkpointer = ckpt_lib.Checkpointer(directory, keep=1_000_000, select_metric=select_metric)
   try:
     steps = checkpointer.manager.all_steps()
     if not steps:
@@ -64,9 +69,11 @@ def select_step(workdir: str, which: str = "best") -> tuple[int, str]:
       return max(steps), "latest step"
     if which == "best":
       best = checkpointer.best_step()
-      if best is None:
+      if best is None:  # runs saved before per-step metrics were written: the trainer's own record
+        best = checkpointer.read_meta(max(steps)).get("best_step")
+      if best is None or best not in steps:
         return max(steps), "latest step (no validation score)"
-      return best, "best validation score"
+      return best, f"best validation {select_metric}"
     if int(which) not in steps:
       raise ValueError(f"--step={which}: {directory} holds steps {sorted(steps)}.")
     return int(which), "step chosen by the user"

@@ -296,7 +296,7 @@ def main(config: mlc.ConfigDict, workdir: str) -> dict[str, Any]:
         interval_start += time.perf_counter() - eval_start  # img/s counts training time only
         writer.write(step, {f"val/{k}": v for k, v in val_metrics.items()})
         score = val_metrics[config.eval.select_metric]
-        if meta["best_val"] is None or score > meta["best_val"]:
+        if meta["best_val"] is None or score >= meta["best_val"]:  # ties: the later, as Orbax keeps
           meta = {"best_val": score, "best_step": step}
 
       if step % steps_per_epoch == 0 or step == total_steps:
@@ -328,6 +328,8 @@ def main(config: mlc.ConfigDict, workdir: str) -> dict[str, Any]:
   test_sets = data_lib.eval_sets(config.data, "test") if config.data.test else {}
   if test_sets:
     best = checkpointer.best_step()
+    if best is None and meta["best_step"] in checkpointer.manager.all_steps():
+      best = meta["best_step"]  # resumed from checkpoints saved before per-step metrics existed
     if best is not None and best != step:
       state, _ = checkpointer.restore(best, abstract_state)
     selected = best if best is not None else step
