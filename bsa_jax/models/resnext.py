@@ -36,12 +36,74 @@ _conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
 
 def conv(features: int, kernel: int, strides: int = 1, groups: int = 1, *, dtype: Any,
-         name: str) -> nn.Conv:
-  """Bias-free k x k conv with torch's symmetric padding k // 2."""
+         name: str) -> nn.Module:
+  """Bias-free k x k conv with torch's symmetric padding k // 2 (grouped if groups > 1)."""
   pad = kernel // 2
+  if groups > 1:
+    return GroupedConv(features, kernel, strides, groups, dtype=dtype, name=name)
   return nn.Conv(features, (kernel, kernel), strides=(strides, strides),
-                 padding=((pad, pad), (pad, pad)), feature_group_count=groups, use_bias=False,
+                 padding=((pad, pad), (pad, pad)), use_bias=False,
                  kernel_init=_conv_init, dtype=dtype, name=name)
+
+
+# Grouped-conv implementations. XLA's CPU backend runs `feature_group_count` convolutions, above all
+# their gradients, 20-60x slower than the same work as dense convolutions (bench/NOTES.md), so on CPU
+# we compute them as one dense conv with a block-diagonal kernel (narrow layers: g x the FLOPs but
+# one fast kernel) or as one conv per group (wide layers). GPU/TPU keep the native grouped conv.
+GROUPED_CONV_IMPLS = ("auto", "native", "block_diagonal", "per_group")
+_BLOCK_DIAGONAL_MAX_CHANNELS = 64  # measured crossover on a 2-core CPU (bench/NOTES.md)
+
+
+def grouped_conv_impl(impl: str, in_channels: int) -> str:
+  """Resolves 'auto' for the backend and width; returns one of native/block_diagonal/per_group."""
+  if impl not in GROUPED_CONV_IMPLS:
+    raise ValueError(f"grouped conv impl {impl!r}: use one of {', '.join(GROUPED_CONV_IMPLS)}.")
+  if impl != "auto":
+    return impl
+  if jax.default_backend() != "cpu":
+    return "native"
+  return "block_diagonal" if in_channels <= _BLOCK_DIAGONAL_MAX_CHANNELS else "per_group"
+
+
+def block_diagonal_kernel(kernel: jax.Array, groups: int) -> jax.Array:
+  """(k, k, C/g, O) grouped kernel -> the equivalent dense (k, k, C, O) kernel, zero off the groups."""
+  kh, kw, cin_g, out = kernel.shape
+  per_group = kernel.reshape(kh, kw, cin_g, groups, out // groups)  # output o = j * O/g + oc
+  eye = jnp.eye(groups, dtype=kernel.dtype)
+  dense = jnp.einsum("hwcjo,ij->hwicjo", per_group, eye)  # input channel i * C/g + c
+  return dense.reshape(kh, kw, groups * cin_g, out)
+
+
+class GroupedConv(nn.Module):
+  """Bias-free grouped k x k conv, torch padding; the same `kernel` parameter as nn.Conv's."""
+  features: int
+  kernel_size: int
+  strides: int = 1
+  groups: int = 1
+  impl: str = "auto"
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    cin, g = x.shape[-1], self.groups
+    if cin % g or self.features % g:
+      raise ValueError(f"{self.name}: {cin} -> {self.features} channels do not split into {g} groups.")
+    k, pad = self.kernel_size, self.kernel_size // 2
+    kernel = self.param("kernel", _conv_init, (k, k, cin // g, self.features))  # (k, k, C/g, O)
+    x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
+
+    def run(inputs, w, groups=1):
+      return jax.lax.conv_general_dilated(
+          inputs, w, (self.strides, self.strides), ((pad, pad), (pad, pad)),
+          dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=groups)
+
+    impl = grouped_conv_impl(self.impl, cin)
+    if impl == "native":
+      return run(x, kernel, g)
+    if impl == "block_diagonal":
+      return run(x, block_diagonal_kernel(kernel, g))
+    xs, ws = jnp.split(x, g, axis=-1), jnp.split(kernel, g, axis=-1)
+    return jnp.concatenate([run(xi, wi) for xi, wi in zip(xs, ws)], axis=-1)  # (B, H', W', O)
 
 
 def batch_norm(train: bool, *, dtype: Any, name: str, zero_init: bool = False) -> nn.BatchNorm:
