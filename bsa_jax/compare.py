@@ -289,7 +289,8 @@ def budget_title(budget: str, rows: Sequence[dict]) -> str:
   size = f"{common} px" + "".join(f" ({label} {b['image_size']} px)" for label, b in runs
                                   if b["image_size"] != common)
   lengths = sorted({f"{b['num_steps']} steps" if (b["num_steps"] or -1) > 0
-                    else f"{b['num_epochs']:g} epochs" for _, b in runs})
+                    else f"{b['num_epochs']:g} epoch{'' if b['num_epochs'] == 1 else 's'}"
+                    for _, b in runs})
   batches = sorted({str(b["batch_size"]) for _, b in runs})
   inits = [f"{label} from {b['model_init'] or b['resume']}" for label, b in runs
            if b["model_init"] or b["resume"]]
