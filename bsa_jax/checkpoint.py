@@ -49,10 +49,15 @@ class Checkpointer:
 
   def best_step(self) -> int | None:
     """The kept step with the highest validation `select_metric` (the later one on ties, as Orbax's
-    best-1 policy keeps it); None if no kept step has a score."""
-    scored = [(metrics[self.select_metric], step) for step in self.manager.all_steps()
+    best-1 policy keeps it). Checkpoints saved before per-step scores were stored fall back to the
+    trainer's `best_step` in the latest step's metadata. None if neither names a kept step."""
+    steps = self.manager.all_steps()
+    scored = [(metrics[self.select_metric], step) for step in steps
               if (metrics := self.manager.metrics(step)) and self.select_metric in metrics]
-    return max(scored)[1] if scored else None
+    if scored:
+      return max(scored)[1]
+    recorded = self.read_meta(max(steps)).get("best_step") if steps else None
+    return recorded if recorded in steps else None
 
   def save(self, step: int, state: Any, data_iter: Any, meta: dict,
            metrics: dict[str, float] | None = None) -> None:

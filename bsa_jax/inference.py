@@ -69,9 +69,7 @@ def select_step(workdir: str, which: str = "best") -> tuple[int, str]:
       return max(steps), "latest step"
     if which == "best":
       best = checkpointer.best_step()
-      if best is None:  # runs saved before per-step metrics were written: the trainer's own record
-        best = checkpointer.read_meta(max(steps)).get("best_step")
-      if best is None or best not in steps:
+      if best is None:
         return max(steps), "latest step (no validation score)"
       return best, f"best validation {select_metric}"
     if int(which) not in steps:

@@ -328,8 +328,6 @@ def main(config: mlc.ConfigDict, workdir: str) -> dict[str, Any]:
   test_sets = data_lib.eval_sets(config.data, "test") if config.data.test else {}
   if test_sets:
     best = checkpointer.best_step()
-    if best is None and meta["best_step"] in checkpointer.manager.all_steps():
-      best = meta["best_step"]  # resumed from checkpoints saved before per-step metrics existed
     if best is not None and best != step:
       state, _ = checkpointer.restore(best, abstract_state)
     selected = best if best is not None else step

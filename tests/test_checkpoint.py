@@ -5,9 +5,10 @@ import jax.numpy as jnp
 from bsa_jax import checkpoint
 
 
-def _save(ckpt, step, score):
+def _save(ckpt, step, score, recorded_best=None):
   state = {"w": jnp.full((3,), float(step))}
-  ckpt.save(step, state, None, {"best_step": step}, metrics=None if score is None else {"mDSC": score})
+  ckpt.save(step, state, None, {"best_step": recorded_best},
+            metrics=None if score is None else {"mDSC": score})
   ckpt.wait()
 
 
@@ -29,3 +30,16 @@ def test_best_step_is_the_highest_validation_score_not_the_latest(tmp_path):
   reopened = checkpoint.Checkpointer(str(tmp_path / "ckpt"), keep=2, select_metric="mDSC")
   assert reopened.best_step() == 70  # read back from disk after a restart
   reopened.close()
+
+
+def test_runs_without_stored_scores_fall_back_to_the_trainers_record(tmp_path):
+  """Checkpoints written before per-step scores were stored: the latest meta's best_step decides."""
+  ckpt = checkpoint.Checkpointer(str(tmp_path / "ckpt"), keep=3, select_metric="mDSC")
+  _save(ckpt, 10, None, recorded_best=None)
+  assert ckpt.best_step() is None
+  _save(ckpt, 20, None, recorded_best=10)
+  _save(ckpt, 30, None, recorded_best=10)
+  assert ckpt.best_step() == 10
+  _save(ckpt, 40, None, recorded_best=10)  # step 10 is no longer kept: no valid choice
+  assert ckpt.best_step() is None
+  ckpt.close()
