@@ -2,7 +2,7 @@
 
   python launch.py --config=configs/kvasir.py --workdir=workdirs/kvasir          # paper protocol (GPU)
   python launch.py --config=configs/kvasir.py:small --workdir=workdirs/kvasir_small  # minutes on a CPU
-  python launch.py --config=configs/kvasir.py:cpu --workdir=workdirs/kvasir_cpu      # ~1 h on 2 CPU cores
+  python launch.py --config=configs/kvasir.py:cpu --workdir=workdirs/kvasir_cpu      # ~45 min on 2 CPU cores
 
 Paper protocol (section 4.1): 256×256, batch 16, Adam lr 1e-3, ~120 epochs, no augmentation, Swin
 blocks initialised from ImageNet (convert them first, see README: `--config.model_init=...`).
