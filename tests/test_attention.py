@@ -108,6 +108,36 @@ def test_fsam_alpha_pools_the_dilated_conv_by_average_and_max_through_one_mlp():
   np.testing.assert_allclose(alpha, expected, atol=1e-6)
 
 
+def test_global_max_pool_routes_the_gradient_to_the_first_maximum():
+  x = jnp.array([[1.0, 3.0], [3.0, 2.0]])[None, :, :, None] * jnp.array([1.0, -1.0])  # (1, 2, 2, 2)
+  pooled = attention.global_max_pool(x)
+  np.testing.assert_array_equal(pooled[0, 0, 0], [3.0, -1.0])
+  grad = jax.grad(lambda x: jnp.sum(attention.global_max_pool(x) * jnp.array([2.0, 5.0])))(x)
+  # Channel 0 ties at (0, 1) and (1, 0): all of it goes to the first in row-major order.
+  np.testing.assert_array_equal(grad[0, :, :, 0], [[0.0, 2.0], [0.0, 0.0]])
+  np.testing.assert_array_equal(grad[0, :, :, 1], [[5.0, 0.0], [0.0, 0.0]])
+
+
+def test_fsam_training_gradient_is_finite_and_equal_under_unoptimised_xla():
+  """Regression: with jnp.max, XLA -O0 recomputed g slightly differently, so the max's equality test
+  matched no position and every gradient below FSAM was NaN."""
+  x = _x((2, 4, 4, 64), seed=5)
+  fsam = attention.FSAM()
+  variables = numpy_init(fsam, x, train=False)
+
+  def loss(params, x):
+    (out, alpha), _ = fsam.apply({"params": params, "batch_stats": variables["batch_stats"]}, x,
+                                 train=True, mutable=["batch_stats"])
+    return jnp.sum(alpha) + jnp.mean(out)
+
+  grads_o0 = fast_jit(jax.grad(loss, argnums=(0, 1)))(variables["params"], x)
+  grads = jax.jit(jax.grad(loss, argnums=(0, 1)))(variables["params"], x)
+  for (path, g_o0), g in zip(jax.tree_util.tree_leaves_with_path(grads_o0),
+                             jax.tree_util.tree_leaves(grads)):
+    assert np.all(np.isfinite(g_o0)), f"non-finite gradient at {jax.tree_util.keystr(path)}"
+    np.testing.assert_allclose(g_o0, g, rtol=1e-3, atol=1e-5, err_msg=jax.tree_util.keystr(path))
+
+
 def test_dilated_conv_block_reaches_two_pixels_away():
   block = attention.ConvBNReLU(1, dilation=2)
   impulse = jnp.zeros((1, 9, 9, 1)).at[0, 4, 4, 0].set(1.0)

@@ -215,8 +215,10 @@ def test_every_parameter_gets_a_gradient_from_the_training_loss():
   assert np.isfinite(float(loss)) and logits.shape == (2, 64, 64, 1)
   coords = aux["arm"]["coords"]
   assert bool(jnp.all((coords > 0) & (coords < 1)))
-  dead = [jax.tree_util.keystr(path) for path, g in jax.tree_util.tree_leaves_with_path(grads)
-          if not bool(jnp.any(g != 0))]
+  leaves = jax.tree_util.tree_leaves_with_path(grads)
+  non_finite = [jax.tree_util.keystr(path) for path, g in leaves if not bool(jnp.all(jnp.isfinite(g)))]
+  assert not non_finite, f"non-finite gradients: {non_finite}"
+  dead = [jax.tree_util.keystr(path) for path, g in leaves if not bool(jnp.any(g != 0))]
   assert not dead, f"parameters without gradient: {dead}"
 
 

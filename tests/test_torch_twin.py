@@ -175,8 +175,7 @@ def test_training_loss_gradients_and_bn_update_match_flax():
     loss, _ = losses.segmentation_loss(logits, aux, mask, train_config)
     return loss, (aux["arm"]["coords"], new_vars["batch_stats"])
 
-  # Full jit: under fast_jit (XLA -O0) this Flax gradient comes out NaN from FSAM down; jit is finite.
-  (loss, (coords, new_stats)), grads = jax.jit(jax.value_and_grad(loss_fn, has_aux=True))(
+  (loss, (coords, new_stats)), grads = fast_jit(jax.value_and_grad(loss_fn, has_aux=True))(
       variables["params"], variables["batch_stats"], image, mask)
 
   twin = _torch_twin("tiny", variables, **overrides).train()

@@ -46,6 +46,20 @@ class ConvBNReLU(nn.Module):
     return nn.relu(x)
 
 
+def global_max_pool(x: jax.Array) -> jax.Array:
+  """(B, h, w, C) -> (B, 1, 1, C) spatial max whose gradient goes to one argmax position per channel.
+
+  `jnp.max`'s gradient finds the maximum again by float equality with a recomputed input, and XLA
+  does not promise bitwise-equal recomputation (at -O0 on CPU no position matched and the gradient
+  was 0/0 = NaN). Gathering at the argmax cannot miss; ties go to the first position, as in torch's
+  adaptive max pooling.
+  """
+  b, h, w, c = x.shape
+  flat = x.reshape(b, h * w, c)
+  index = jnp.argmax(jax.lax.stop_gradient(flat), axis=1, keepdims=True)  # (B, 1, C)
+  return jnp.take_along_axis(flat, index, axis=1).reshape(b, 1, 1, c)
+
+
 class ChannelMLP(nn.Module):
   """FSAM's shared fully connected stack C → C/r → C (ReLU between), applied per pooled vector."""
   hidden: int
@@ -76,7 +90,7 @@ class FSAM(nn.Module):
     conv = ConvBNReLU(channels, dtype=self.dtype, name="conv")(f, train=train)  # (B, h, w, C)
     g = ConvBNReLU(channels, dilation=2, dtype=self.dtype, name="dconv")(conv, train=train)
     gap = jnp.mean(g.astype(jnp.float32), axis=(1, 2), keepdims=True)  # (B, 1, 1, C)
-    gmp = jnp.max(g.astype(jnp.float32), axis=(1, 2), keepdims=True)
+    gmp = global_max_pool(g.astype(jnp.float32))
     mlp = ChannelMLP(max(channels // self.reduction, 1), dtype=self.dtype, name="mlp")  # shared
     alpha = jax.nn.sigmoid((mlp(gap) + mlp(gmp)).astype(jnp.float32))  # (B, 1, 1, C)
     out = alpha.astype(f.dtype) * f + conv
