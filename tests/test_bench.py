@@ -103,9 +103,32 @@ def test_pipeline_reports_each_worker_count(quick):
 
 def test_one_and_eight_devices_agree(quick):
   d = quick[0]["sections"]["scaling"]["devices"]
-  assert [r["device_count"] for r in d["rows"]] == [1, 8]
+  assert [(r["device_count"], r["batch_order"]) for r in d["rows"]] == [
+      (1, "given"), (8, "given"), (1, "reversed")]
   assert d["equal"], d
   assert d["params_max_abs_diff"] <= 1e-6 and d["loss_abs_diff"] <= 1e-5
+
+
+def _device_run(loss, grad_norm):
+  return {"device_count": 1, "train": {"median_s": 1.0}, "train_compile": {"compile_s": 1.0},
+          "first_step": {"loss": loss, "grad_norm": grad_norm}}
+
+
+def test_device_comparison_is_judged_against_reordering_noise():
+  one, reordered = _device_run(7.0, 25.0), _device_run(7.0, 25.01)
+  diff = {"params_max_abs_diff": 3e-5, "reorder_params_max_abs_diff": 1e-5}
+  # Within 4x the reordering noise on both the grad norm and the parameters: equal.
+  d = sections_lib.compare_devices(one, _device_run(7.0, 25.03), diff, reordered)
+  assert d["equal"] and d["params_bar"] == pytest.approx(4e-5)
+  # A gradient-norm gap far beyond the noise (a sharding bug would look like this) is not.
+  assert not sections_lib.compare_devices(one, _device_run(7.0, 25.5), diff, reordered)["equal"]
+  assert not sections_lib.compare_devices(
+      one, _device_run(7.0, 25.0), {**diff, "params_max_abs_diff": 1e-4}, reordered)["equal"]
+  # The forward pass must agree regardless of the noise.
+  assert not sections_lib.compare_devices(one, _device_run(7.01, 25.0), diff, reordered)["equal"]
+  # Without the reordering run there is no yardstick: not equal, with the reason.
+  d = sections_lib.compare_devices(one, _device_run(7.0, 25.0), diff, None)
+  assert not d["equal"] and d["rows"][2]["error"] == "not run"
 
 
 def test_markdown_is_printed_and_written(quick):
@@ -132,13 +155,17 @@ def test_report_only_rebuilds_the_same_document(quick, tmp_path):
 def test_sections_share_jax_workers():
   """The quick plan's main cell also serves the pipeline and the scaling grid (one compile)."""
   specs = plan_lib.jax_jobs(plan_lib.QUICK, plan_lib.SECTIONS, save_dir="/tmp/x")
-  keys = [(s["size"], s["batch"], s["dtype"], s["devices"], s["optimizer"]) for s in specs]
+  keys = [(s["size"], s["batch"], s["dtype"], s["devices"], s["optimizer"], s["batch_order"])
+          for s in specs]
   assert len(keys) == len(set(keys))
-  assert sorted(keys) == sorted([(32, 8, "float32", 1, "adam"), (64, 2, "float32", 1, "adam"),
-                                 (32, 8, "float32", 1, "sgd"), (32, 8, "float32", 8, "sgd")])
+  assert sorted(keys) == sorted([
+      (32, 8, "float32", 1, "adam", "given"), (64, 2, "float32", 1, "adam", "given"),
+      (32, 8, "float32", 1, "sgd", "given"), (32, 8, "float32", 8, "sgd", "given"),
+      (32, 8, "float32", 1, "sgd", "reversed")])
+  assert all(s["isam_drop_path"] == 0.0 for s in specs if s["optimizer"] == "sgd")
   full = plan_lib.jax_jobs(plan_lib.FULL, plan_lib.SECTIONS, save_dir="/tmp/x")
-  # 4 main cells (+2 bf16), 5 more scaling cells, 2 device runs; the pipeline reuses 256x16.
-  assert len(full) == 4 + 2 + 5 + 2
+  # 4 main cells (+2 bf16), 5 more scaling cells, 3 device runs; the pipeline reuses 256x16.
+  assert len(full) == 4 + 2 + 5 + 3
   main = next(s for s in specs if s["dtype"] == "float32" and s["optimizer"] == "adam"
               and s["size"] == 32)
   assert main["predict"] and "save_dir" not in main

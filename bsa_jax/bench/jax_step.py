@@ -34,6 +34,8 @@ def make_config(spec: dict):
   c.train.batch_size = int(spec["batch"])
   c.train.compute_dtype = spec.get("dtype", "float32")
   c.train.optimizer = spec.get("optimizer", c.train.optimizer)
+  if spec.get("isam_drop_path") is not None:
+    c.model.isam_drop_path = float(spec["isam_drop_path"])
   return c
 
 
@@ -75,6 +77,8 @@ def build(spec: dict):
   num_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state["params"]))
 
   image, mask = common.synthetic_batch(config.train.batch_size, config.data.image_size)
+  if spec.get("batch_order", "given") == "reversed":  # the same images, summed in another order
+    image, mask = image[::-1].copy(), mask[::-1].copy()
   batch = sharding_lib.global_batch({"image": image, "mask": mask}, mesh)
   batch_sharding = sharding_lib.batch_sharding(mesh)
   # The trainer's jit of the step (bsa_jax/train.py, "steps").
@@ -125,7 +129,8 @@ def run(spec: dict) -> dict:
   out["first_step"] = {"time_s": first, **first_metrics}
   if spec.get("save_dir"):  # the state after exactly one step, for the 1-vs-8-device comparison
     os.makedirs(spec["save_dir"], exist_ok=True)
-    path = os.path.join(spec["save_dir"], f"params_{jax.device_count()}dev.npz")
+    path = os.path.join(spec["save_dir"],
+                        f"params_{jax.device_count()}dev_{spec.get('batch_order', 'given')}.npz")
     np.savez(path, **flat_params(holder["state"]["params"]))
     out["params_path"] = path
   with jax.transfer_guard("disallow"):

@@ -98,11 +98,13 @@ def jax_jobs(plan: Plan, sections, save_dir: str) -> list[dict]:
   """One spec per distinct JAX configuration the chosen sections need."""
   jobs: dict[tuple, dict] = {}
 
-  def need(size, batch, dtype="float32", devices=1, predict=False, save=False, optimizer="adam"):
-    key = (size, batch, dtype, devices, optimizer)
+  def need(size, batch, dtype="float32", devices=1, predict=False, save=False, optimizer="adam",
+           batch_order="given", **model):
+    key = (size, batch, dtype, devices, optimizer, batch_order)
     spec = jobs.setdefault(key, {"kind": "jax_model", "framework": "jax", "size": size,
                                  "batch": batch, "dtype": dtype, "devices": devices,
-                                 "optimizer": optimizer, "predict": False})
+                                 "optimizer": optimizer, "batch_order": batch_order,
+                                 "predict": False, **model})
     spec["predict"] = spec["predict"] or predict
     if save:
       spec["save_dir"] = save_dir
@@ -119,8 +121,12 @@ def jax_jobs(plan: Plan, sections, save_dir: str) -> list[dict]:
     # SGD, not the recipe's Adam: Adam's first update is lr * g / (|g| + eps), so a gradient that is
     # 0 in exact arithmetic (a conv bias before BatchNorm) and ~1e-9 in float32 moves by up to lr in
     # a direction set by summation order. With SGD a parameter difference is lr x the gradient's.
-    for devices in (1, 8):
-      need(*plan.devices_cell, devices=devices, save=True, optimizer="sgd")
+    # The third run, one device with the batch in reverse order, measures float32's own
+    # reordering noise: the yardstick for the 1-vs-8 difference. Drop path off in all three, or
+    # reversing the batch would also hand each image another sample's drop mask.
+    for devices, order in ((1, "given"), (8, "given"), (1, "reversed")):
+      need(*plan.devices_cell, devices=devices, save=True, optimizer="sgd", batch_order=order,
+           isam_drop_path=0.0)
   if "pipeline" in sections:
     need(*plan.pipeline_cell)
   return list(jobs.values())

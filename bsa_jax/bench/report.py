@@ -188,19 +188,29 @@ def scaling_md(s: dict) -> str:
   d = s["devices"]
   drows = []
   for r in d["rows"]:
+    order = r.get("batch_order", "given")
     if "error" in r:
-      drows.append([r["devices"], f"error: {r['error'][:120]}", "", "", ""])
+      drows.append([r["devices"], order, f"error: {r['error'][:120]}", "", "", ""])
     else:
-      drows.append([r["device_count"], fmt(r["train_step_s"]), fmt(r["train_compile_s"]),
+      drows.append([r["device_count"], order, fmt(r["train_step_s"]), fmt(r["train_compile_s"]),
                     f"{r['loss_after_init']:.9g}", f"{r['grad_norm']:.9g}"])
   out += [f"1 vs 8 simulated CPU devices (`--xla_force_host_platform_device_count`): one step of "
           f"our train step from the same init on the same global batch ({d['global_batch']} at "
           f"{d['size']}²), with SGD instead of Adam so that a parameter difference shows a gradient "
           "difference (Adam's first step is ~lr·sign(g), which turns rounding noise on gradients that "
           "are exactly 0 in theory, e.g. conv biases before BatchNorm, into lr-sized differences). "
-          "Times on one CPU are informational.", "",
-          table(["devices", "train step s", "compile s", "loss", "grad norm"], drows)]
-  if "params_max_abs_diff" in d:
+          "The third row, one device with the batch in reverse order, is float32's own "
+          "reordering noise. Times on one CPU are informational.", "",
+          table(["devices", "batch order", "train step s", "compile s", "loss", "grad norm"], drows)]
+  if "reorder_params_max_abs_diff" in d:
+    out += ["", f"1 vs 8 devices: |loss diff| {d['loss_abs_diff']:.1e} (bar {d['rtol']:g} "
+            f"relative), |grad-norm diff| {d['grad_norm_abs_diff']:.1e} (bar {d['grad_norm_bar']:.1e}), "
+            f"max |param diff| after the step {d['params_max_abs_diff']:.1e} (bar "
+            f"{d['params_bar']:.1e}). The bars are {d['noise_factor']:g}× what reversing the batch "
+            f"on one device does (grad norm {d['reorder_grad_norm_abs_diff']:.1e}, parameters "
+            f"{d['reorder_params_max_abs_diff']:.1e}), or the absolute floors {d['rtol']:g} "
+            f"relative and {d['params_atol']:g} if larger → equal: **{fmt(d['equal'])}**."]
+  elif "params_max_abs_diff" in d:  # results written before the reordering yardstick existed
     out += ["", f"|loss diff| {d['loss_abs_diff']:.1e}, |grad-norm diff| "
             f"{d['grad_norm_abs_diff']:.1e}, max |param diff| after the step "
             f"{d['params_max_abs_diff']:.1e} → equal: **{fmt(d['equal'])}** (loss and grad norm to "
