@@ -4,7 +4,6 @@ import json
 import os
 
 import numpy as np
-import pytest
 from PIL import Image
 
 from bsa_jax import metric_writer
