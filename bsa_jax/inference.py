@@ -50,16 +50,12 @@ def load_config(workdir: str) -> mlc.ConfigDict:
   return config
 
 
-def select_step(workdir: str, which: str = "best") -> tuple[int, str]:
-  """(step, how it was chosen) for 'best' (on validation; else the latest), 'latest' or a number."""
+def select_step(workdir: str, which: str = "best", select_metric: str = "mDSC") -> tuple[int, str]:
+  """(step, how it was chosen) for 'best' (highest validation `select_metric`; else the latest),
+  'latest' or a number."""
   directory = os.path.join(workdir, "checkpoints")
   if not os.path.isdir(directory):
     raise FileNotFoundError(f"No checkpoints in {directory}; train first with launch.py.")
-  select_metric = "mDSC"
-  config_path = os.path.join(workdir, "config.json")
-  if os.path.exists(config_path):
-    with open(config_path) as f:
-      select_metric = json.load(f).get("eval", {}).get("select_metric", select_metric)
   checkpointer = ckpt_lib.Checkpointer(directory, keep=1_000_000, select_metric=select_metric)
   try:
     steps = checkpointer.manager.all_steps()
@@ -84,7 +80,7 @@ def load_trained(workdir: str, step: str = "best") -> Trained:
   from bsa_jax import train  # the model factory lives with the trainer
   workdir = os.path.abspath(workdir)
   config = load_config(workdir)
-  chosen, selection = select_step(workdir, step)
+  chosen, selection = select_step(workdir, step, config.eval.select_metric)
   restored = ocp.StandardCheckpointer().restore(
       os.path.join(workdir, "checkpoints", str(chosen), "state"))
   variables = {"params": restored["params"], "batch_stats": restored.get("batch_stats", {})}

@@ -118,16 +118,16 @@ def test_device_comparison_is_judged_against_reordering_noise():
   one, reordered = _device_run(7.0, 25.0), _device_run(7.0, 25.01)
   diff = {"params_max_abs_diff": 3e-5, "reorder_params_max_abs_diff": 1e-5}
   # Within 4x the reordering noise on both the grad norm and the parameters: equal.
-  d = sections_lib.compare_devices(one, _device_run(7.0, 25.03), diff, reordered)
+  d = sections_lib.compare_devices([one, _device_run(7.0, 25.03), reordered], diff)
   assert d["equal"] and d["params_bar"] == pytest.approx(4e-5)
   # A gradient-norm gap far beyond the noise (a sharding bug would look like this) is not.
-  assert not sections_lib.compare_devices(one, _device_run(7.0, 25.5), diff, reordered)["equal"]
+  assert not sections_lib.compare_devices([one, _device_run(7.0, 25.5), reordered], diff)["equal"]
   assert not sections_lib.compare_devices(
-      one, _device_run(7.0, 25.0), {**diff, "params_max_abs_diff": 1e-4}, reordered)["equal"]
+      [one, _device_run(7.0, 25.0), reordered], {**diff, "params_max_abs_diff": 1e-4})["equal"]
   # The forward pass must agree regardless of the noise.
-  assert not sections_lib.compare_devices(one, _device_run(7.01, 25.0), diff, reordered)["equal"]
+  assert not sections_lib.compare_devices([one, _device_run(7.01, 25.0), reordered], diff)["equal"]
   # Without the reordering run there is no yardstick: not equal, with the reason.
-  d = sections_lib.compare_devices(one, _device_run(7.0, 25.0), diff, None)
+  d = sections_lib.compare_devices([one, _device_run(7.0, 25.0), None], diff)
   assert not d["equal"] and d["rows"][2]["error"] == "not run"
 
 

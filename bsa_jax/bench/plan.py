@@ -94,6 +94,11 @@ def _common(plan: Plan, threads: int) -> dict:
           "threads": threads}
 
 
+# The 1-vs-8-device comparison's runs, (devices, batch order): the third, one device with the batch
+# in reverse order, measures float32's own reordering noise, the yardstick for the 1-vs-8 gap.
+DEVICE_RUNS = ((1, "given"), (8, "given"), (1, "reversed"))
+
+
 def jax_jobs(plan: Plan, sections, save_dir: str) -> list[dict]:
   """One spec per distinct JAX configuration the chosen sections need."""
   jobs: dict[tuple, dict] = {}
@@ -121,10 +126,9 @@ def jax_jobs(plan: Plan, sections, save_dir: str) -> list[dict]:
     # SGD, not the recipe's Adam: Adam's first update is lr * g / (|g| + eps), so a gradient that is
     # 0 in exact arithmetic (a conv bias before BatchNorm) and ~1e-9 in float32 moves by up to lr in
     # a direction set by summation order. With SGD a parameter difference is lr x the gradient's.
-    # The third run, one device with the batch in reverse order, measures float32's own
-    # reordering noise: the yardstick for the 1-vs-8 difference. Drop path off in all three, or
-    # reversing the batch would also hand each image another sample's drop mask.
-    for devices, order in ((1, "given"), (8, "given"), (1, "reversed")):
+    # Drop path off in all of DEVICE_RUNS, or reversing the batch would also hand each image
+    # another sample's drop mask.
+    for devices, order in DEVICE_RUNS:
       need(*plan.devices_cell, devices=devices, save=True, optimizer="sgd", batch_order=order,
            isam_drop_path=0.0)
   if "pipeline" in sections:

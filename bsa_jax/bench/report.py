@@ -210,11 +210,6 @@ def scaling_md(s: dict) -> str:
             f"on one device does (grad norm {d['reorder_grad_norm_abs_diff']:.1e}, parameters "
             f"{d['reorder_params_max_abs_diff']:.1e}), or the absolute floors {d['rtol']:g} "
             f"relative and {d['params_atol']:g} if larger → equal: **{fmt(d['equal'])}**."]
-  elif "params_max_abs_diff" in d:  # results written before the reordering yardstick existed
-    out += ["", f"|loss diff| {d['loss_abs_diff']:.1e}, |grad-norm diff| "
-            f"{d['grad_norm_abs_diff']:.1e}, max |param diff| after the step "
-            f"{d['params_max_abs_diff']:.1e} → equal: **{fmt(d['equal'])}** (loss and grad norm to "
-            f"{d['rtol']:g} relative, parameters to {d['params_atol']:g})."]
   return "\n".join(out)
 
 

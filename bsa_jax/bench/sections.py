@@ -7,7 +7,7 @@ import os
 
 import numpy as np
 
-from bsa_jax.bench.plan import Plan
+from bsa_jax.bench.plan import DEVICE_RUNS, Plan
 
 GOAL_TORCH_RATIO = 1.5
 GOAL_FLOP_FRACTION = 0.5
@@ -195,13 +195,18 @@ def _max_abs_diff(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> float:
   return max(float(np.max(np.abs(a[k] - b[k]))) for k in a)
 
 
+def device_results(raw: list[dict], plan: Plan) -> list[dict | None]:
+  """The JAX worker results of `DEVICE_RUNS` at the plan's device cell, in that order."""
+  size, batch = plan.devices_cell
+  return [jax_result(raw, size, batch, devices=n, optimizer="sgd", batch_order=order)
+          for n, order in DEVICE_RUNS]
+
+
 def params_diff(raw: list[dict], plan: Plan) -> dict:
   """A raw record {'spec': {'kind': 'params_diff'}, ...}: max |p1 - p8| over the parameters saved
   by the 1- and 8-device workers, and max |p1 - p1'| against one device with the batch reversed
   (the float32 noise floor). The files are deleted; the record keeps the numbers."""
-  size, batch = plan.devices_cell
-  runs = [jax_result(raw, size, batch, devices=n, optimizer="sgd", batch_order=order)
-          for n, order in ((1, "given"), (8, "given"), (1, "reversed"))]
+  runs = device_results(raw, plan)
   record = {"spec": {"kind": "params_diff"}}
   if any(r is None or "params_path" not in r for r in runs):
     return {**record, "error": "a device run failed"}
@@ -215,12 +220,12 @@ def params_diff(raw: list[dict], plan: Plan) -> dict:
     return {**record, "error": str(e)}
 
 
-def compare_devices(one: dict | None, eight: dict | None, diff: dict | None,
-                    reordered: dict | None = None) -> dict:
+def compare_devices(runs: list[dict | None], diff: dict | None) -> dict:
   """Loss, gradient norm and parameters after one step on 1 vs 8 devices (same batch and init),
-  judged against 1 device with the batch reversed (float32's reordering noise)."""
+  judged against 1 device with the batch reversed (float32's reordering noise). `runs`: the worker
+  results of `DEVICE_RUNS`, in that order."""
   rows = []
-  for r, devices, order in ((one, 1, "given"), (eight, 8, "given"), (reordered, 1, "reversed")):
+  for r, (devices, order) in zip(runs, DEVICE_RUNS, strict=True):
     if r is None or "error" in r:
       rows.append({"devices": devices, "batch_order": order,
                    "error": (r or {}).get("error", "not run")})
@@ -264,11 +269,7 @@ def scaling(raw, plan: Plan) -> dict:
                  "peak_rss_mb": r["peak_rss_mb"]})
   size, batch = plan.devices_cell
   diffs = _index(raw, "params_diff")
-  devices = compare_devices(jax_result(raw, size, batch, devices=1, optimizer="sgd"),
-                            jax_result(raw, size, batch, devices=8, optimizer="sgd"),
-                            diffs[0] if diffs else None,
-                            jax_result(raw, size, batch, devices=1, optimizer="sgd",
-                                       batch_order="reversed"))
+  devices = compare_devices(device_results(raw, plan), diffs[0] if diffs else None)
   devices.update({"size": size, "global_batch": batch})
   return {"grid": grid, "devices": devices}
 
