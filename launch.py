@@ -2,20 +2,19 @@
 
   python launch.py --config=configs/kvasir.py --workdir=workdirs/kvasir
   python launch.py --config=configs/kvasir.py:small --workdir=/tmp/k --config.train.lr=3e-4
+  python launch.py --config=configs/kvasir.py --workdir=W --config.data.train=folder:/path/to/dataset
 
 Rerunning the same command resumes from the workdir's latest checkpoint. Multi-host: run one process per
 host with --distributed (cluster auto-detection), or give --coordinator_address/--num_processes/
 --process_id explicitly.
 """
 
-import logging as std_logging
-import os
-import sys
-
-from absl import app
 from absl import flags
-from absl import logging
 from ml_collections import config_flags
+
+from bsa_jax import cli
+from bsa_jax import config_lib
+from bsa_jax.tools import launch
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Path to a config file, optionally with ':arg' (e.g. configs/kvasir.py:small).",
@@ -31,42 +30,22 @@ _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Total number of pr
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
 
 
-def _init_distributed():
-  import jax
-  if _COORDINATOR.value:
-    # Cross-process collectives for CPU devices (harmless on GPU/TPU, whose own collectives are used).
-    jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    jax.distributed.initialize(coordinator_address=_COORDINATOR.value,
-                               num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value)
-  elif _DISTRIBUTED.value:
-    jax.distributed.initialize()
-
-
-def _quiet_libraries(record) -> bool:
-  """Keeps INFO lines of bsa_jax; library INFO chatter (Orbax logs every file it renames) is dropped."""
-  return record.levelno >= std_logging.WARNING or f"{os.sep}bsa_jax{os.sep}" in record.pathname
-
-
 def main(argv):
   if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    raise cli.UserError(f"unexpected arguments {argv[1:]}; flags look like --name=value.")
   if _CONFIG.value is None or _WORKDIR.value is None:
-    raise app.UsageError("Both --config and --workdir are required, e.g. "
-                         "python launch.py --config=configs/demo.py --workdir=workdirs/demo")
-  _init_distributed()
-  from bsa_jax import train  # after distributed init, which must precede any JAX computation
-  logging.set_verbosity(logging.INFO)
-  # Library modules log through the 'absl' Python logger; filter there (handler filters miss them).
-  std_logging.getLogger("absl").addFilter(_quiet_libraries)
-  if _SEEDS.value:
-    from bsa_jax import seeds
-    paths = seeds.run(_CONFIG.value, _WORKDIR.value, [int(s) for s in _SEEDS.value])
-    logging.info("Seed summary: %s", ", ".join(paths))
-  else:
-    train.main(_CONFIG.value, _WORKDIR.value)
+    raise cli.UserError("both --config and --workdir are required, e.g. "
+                        "python launch.py --config=configs/demo.py --workdir=workdirs/demo")
+  try:
+    seeds = [int(s) for s in _SEEDS.value or []]
+  except ValueError:
+    raise cli.UserError(f"--seeds={','.join(_SEEDS.value)}: give integers, e.g. --seeds=0,1,2") from None
+  launch.run(_CONFIG.value, _WORKDIR.value, seeds=seeds,
+             overridden=config_flags.get_override_values(flags.FLAGS["config"]),
+             coordinator_address=_COORDINATOR.value, num_processes=_NUM_PROCESSES.value,
+             process_id=_PROCESS_ID.value, auto=_DISTRIBUTED.value)
 
 
 if __name__ == "__main__":
-  from bsa_jax import config_lib  # light: ml_collections only
-  config_lib.check_overrides(sys.argv[1:])
-  app.run(main)
+  # A missing config file or a mistyped key stops here, before anything is created.
+  cli.run(main, prog="python launch.py", check_argv=config_lib.check_overrides)

@@ -1,26 +1,31 @@
 """The config schema: every key the trainer, data, model and eval code read, with defaults.
 
+  python -m bsa_jax.config_lib configs/kvasir.py[:arg]     # prints every key of a config
+
 Experiment configs in `configs/` start from `base_config()` and override values; they never add keys
 the code does not read. The returned config is locked by `launch.py`, so a mistyped
-`--config.train.lrr=...` fails before anything compiles and ml_collections names the nearest key.
+`--config.train.lrr=...` fails before anything compiles, naming the nearest key.
 """
 
 from __future__ import annotations
 
+import difflib
 import hashlib
+import importlib.util
 import json
 import math
 import os
 
 import ml_collections as mlc
 
+from bsa_jax import cli
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def default_data_root() -> str:
-  """Where datasets live: $BSA_DATA_DIR, else `../shared/data` beside the repository."""
-  return os.environ.get("BSA_DATA_DIR") or os.path.normpath(
-      os.path.join(REPO_ROOT, "..", "shared", "data"))
+  """Where datasets live: $BSA_DATA_DIR, else `data/` in the repository (put or symlink them there)."""
+  return os.environ.get("BSA_DATA_DIR") or os.path.join(REPO_ROOT, "data")
 
 
 def base_config() -> mlc.ConfigDict:
@@ -37,7 +42,7 @@ def base_config() -> mlc.ConfigDict:
   c.resume = ""
 
   c.data = mlc.ConfigDict()
-  c.data.root = ""  # '' -> $BSA_DATA_DIR or ../shared/data
+  c.data.root = ""  # '' -> $BSA_DATA_DIR, else <repo>/data
   c.data.image_size = 256
   # "<dataset>:<split>" entries; the train entries are concatenated, val/test are scored per dataset.
   c.data.train = ("kvasir_seg:pranet_train", "cvc_clinicdb:pranet_train")
@@ -58,11 +63,14 @@ def base_config() -> mlc.ConfigDict:
   c.data.source = "folder"  # folder: image/mask folders under root | tfds: prepared array_record builds
   c.data.tfds_data_dir = ""  # tfds data_dir for source='tfds' ('' -> <root>/tfds)
   c.data.split_seed = 0  # 0 = the committed split JSONs; other seeds recompute the seeded splits
-  c.data.verify = "headers"  # build-time check: none | headers (sizes, ~1 ms/pair) | full (decode all)
+  # Build-time check of every image/mask pair, before anything compiles (bsa_jax/data/verify.py):
+  # none | headers (sizes only, ~1 ms/pair) | full (decode every file in parallel; cached per file).
+  c.data.verify = "full"
+  c.data.max_pixels = 100_000_000  # files above this many pixels are refused, naming the file (<=0: off)
   c.data.max_train_examples = -1  # >0 keeps only the first N of the shuffled train set (smoke runs)
   c.data.max_eval_examples = -1
   # DIN's second input: '' (off) | clahe | histeq, applied to the network-size image of every batch
-  # (train, val and test) and added as 'image_enhanced' (bsa_jax/enhance.py).
+  # (train, val and test) and added as 'image_enhanced' (bsa_jax/data/enhance.py).
   c.data.enhance = ""
   c.data.enhance_clip_limit = 2.0  # CLAHE clip limit (OpenCV's clipLimit)
   c.data.enhance_tile_grid = 8  # CLAHE tiles per axis
@@ -81,7 +89,7 @@ def base_config() -> mlc.ConfigDict:
   c.train.loss = "structure"  # structure (binary, PraNet) | din (0.3 CE + 0.7 Dice + boundary)
   c.train.deep_supervision_weight = 1.0  # weight of each side output's loss
   c.train.point_loss_weight = 1.0  # Attention Rendering Module point loss
-  # loss='din' (bsa_jax/losses_multiclass.py): ce·CE + dice·Dice + boundary·L_bnd.
+  # loss='din' (bsa_jax/train/losses_multiclass.py): ce·CE + dice·Dice + boundary·L_bnd.
   c.train.ce_weight = 0.3
   c.train.dice_weight = 0.7
   c.train.boundary_weight = 1.0
@@ -120,11 +128,11 @@ def config_hash(config: mlc.ConfigDict) -> str:
 
 def load_config(spec: str) -> mlc.ConfigDict:
   """Loads `path/to/config.py[:arg]` like `--config=` does."""
-  import importlib.util
   path, _, arg = spec.partition(":")
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"no config file at {path} (the repository's configs are in "
+                            f"{os.path.join(REPO_ROOT, 'configs')}).")
   module_spec = importlib.util.spec_from_file_location("_bsa_config", path)
-  if module_spec is None:
-    raise FileNotFoundError(f"No config file at {path}")
   module = importlib.util.module_from_spec(module_spec)
   module_spec.loader.exec_module(module)
   return module.get_config(arg or None)
@@ -140,29 +148,49 @@ def _config_keys(config, prefix=""):
   return keys
 
 
-def check_overrides(argv: list[str]) -> None:
-  """Exits, naming the key and the nearest valid one, on a `--config.<key>=` that does not exist.
+def config_arg(argv: list[str]) -> str | None:
+  """The value of `--config=X` or `--config X` in `argv` (None when absent)."""
+  for i, arg in enumerate(argv):
+    if arg.startswith("--config="):
+      return arg.split("=", 1)[1]
+    if arg == "--config" and i + 1 < len(argv):
+      return argv[i + 1]
+  return None
 
-  Runs before absl parses flags, so a typo fails in a fraction of a second with a readable message.
+
+def check_overrides(argv: list[str]) -> None:
+  """Refuses a missing config file, or a `--config.<key>=` that does not exist (naming the nearest).
+
+  Runs before absl parses flags, so the mistake is one line in a fraction of a second (ml_collections
+  would defer a missing file to the config's first use, after the workdir exists).
+
+  Raises:
+    FileNotFoundError: the `--config` file does not exist.
+    cli.UserError: an override names no key of the config.
   """
-  import difflib
-  import sys
-  config_arg = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
+  spec = config_arg(argv)
   overrides = [a[len("--config."):].split("=", 1)[0] for a in argv if a.startswith("--config.")]
-  if not config_arg or not overrides:
+  if not spec:
     return
-  path = config_arg.partition(":")[0]
-  keys = _config_keys(load_config(config_arg))
+  try:
+    keys = _config_keys(load_config(spec))
+  except FileNotFoundError as e:
+    raise cli.UserError(f"--config={spec}: {e}") from None
   for key in overrides:
     if key not in keys:
       near = difflib.get_close_matches(key, keys, n=1)
       hint = f" Did you mean --config.{near[0]}?" if near else ""
-      sys.exit(f"Unknown config key --config.{key} (not in {path}).{hint} "
-               f"Run `python -m bsa_jax.config_lib {config_arg}` to list every key.")
+      raise cli.UserError(f"unknown config key --config.{key} (not in {spec.partition(':')[0]}).{hint} "
+                          f"Run `python -m bsa_jax.config_lib {spec}` to list every key.")
+
+
+def main(argv: list[str]) -> int:
+  """Prints every key of the config named by the one positional argument."""
+  if len(argv) != 2:
+    raise cli.UserError("give one config, e.g. `python -m bsa_jax.config_lib configs/kvasir.py:small`")
+  print(load_config(argv[1]))
+  return 0
 
 
 if __name__ == "__main__":
-  import sys
-  if len(sys.argv) != 2:
-    sys.exit("usage: python -m bsa_jax.config_lib configs/<name>.py[:arg]  (prints every key)")
-  print(load_config(sys.argv[1]))
+  cli.run(main, prog="python -m bsa_jax.config_lib")

@@ -1,77 +1,42 @@
-"""Several seeds of one config, and their test results as mean ± std (sample std, n-1).
+"""Several seeds of one config, and their test results as mean ± std (sample std).
 
-  python launch.py --config=configs/kvasir.py --workdir=workdirs/kvasir --seeds=0,1,2
+  python -m bsa_jax.seeds --config=configs/kvasir.py --workdir=workdirs/kvasir --seeds=0,1,2
 
-Each seed trains in `<workdir>/seed_<k>` (resumable like any run; a finished seed is only re-scored)
-and the summary goes to `<workdir>/seeds_summary.{md,csv,json}` with every seed's provenance.
+The same runs as `python launch.py ... --seeds=0,1,2` (which also runs on several hosts): each seed
+trains in `<workdir>/seed_<k>` (resumable; a finished seed is only re-scored) and the summary goes to
+`<workdir>/seeds_summary.{md,csv,json}` with every seed's provenance.
 """
 
 from __future__ import annotations
 
-import csv
-import json
-import os
-from typing import Sequence
+from absl import flags
+from ml_collections import config_flags
 
-import numpy as np
+from bsa_jax import cli
+from bsa_jax import config_lib
+from bsa_jax.tools import launch
 
-
-def aggregate(per_seed: Sequence[dict[str, dict[str, float]]]) -> dict[str, dict[str, dict]]:
-  """{set: {metric: {'mean', 'std', 'n'}}} over seeds; std is the sample std (0 for one seed)."""
-  out: dict[str, dict[str, dict]] = {}
-  for set_name in per_seed[0]:
-    metrics = [m for m in per_seed[0][set_name] if m != "num_images"]
-    out[set_name] = {}
-    for metric in metrics:
-      values = np.array([r[set_name][metric] for r in per_seed], np.float64)
-      std = float(values.std(ddof=1)) if len(values) > 1 else 0.0
-      out[set_name][metric] = {"mean": float(values.mean()), "std": std, "n": len(values)}
-  return out
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Path to a config file, optionally with ':arg' (e.g. configs/kvasir.py:small).",
+    lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Gets seed_<k>/ runs and seeds_summary.*.")
+_SEEDS = flags.DEFINE_list("seeds", None, "The seeds, e.g. 0,1,2.")
 
 
-def write_summary(workdir: str, seeds: Sequence[int], per_seed: Sequence[dict],
-                  provenance: Sequence[dict], columns: Sequence[str]) -> list[str]:
-  """Markdown (mean ± std per test set), CSV and JSON of the seeds' test results."""
-  stats = aggregate(per_seed)
-  md = [f"# {len(seeds)} seeds ({', '.join(map(str, seeds))}): test results, mean ± std", "",
-        "| test set | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
-  for set_name, metrics in stats.items():
-    md.append(f"| {set_name} | " + " | ".join(
-        f"{metrics[c]['mean']:.3f} ± {metrics[c]['std']:.3f}" for c in columns) + " |")
-  md += ["", "Per seed:"] + [f"- seed {s}: " + ", ".join(f"{k}: {v}" for k, v in p.items())
-                             for s, p in zip(seeds, provenance)]
-  paths = [os.path.join(workdir, f"seeds_summary.{ext}") for ext in ("md", "csv", "json")]
-  with open(paths[0], "w") as f:
-    f.write("\n".join(md) + "\n")
-  with open(paths[1], "w", newline="") as f:
-    writer = csv.writer(f)
-    writer.writerow(["test_set", "metric", "mean", "std", "n"])
-    for set_name, metrics in stats.items():
-      for metric, s in metrics.items():
-        writer.writerow([set_name, metric, s["mean"], s["std"], s["n"]])
-  with open(paths[2], "w") as f:
-    json.dump({"seeds": list(seeds), "stats": stats, "per_seed": list(per_seed),
-               "provenance": list(provenance)}, f, indent=2)
-  return paths
+def main(argv) -> int:
+  if len(argv) > 1:
+    raise cli.UserError(f"unexpected arguments {argv[1:]}; flags look like --name=value.")
+  if _CONFIG.value is None or _WORKDIR.value is None or not _SEEDS.value:
+    raise cli.UserError("--config, --workdir and --seeds are required, e.g. --config=configs/demo.py "
+                        "--workdir=workdirs/demo --seeds=0,1,2")
+  try:
+    seeds = [int(s) for s in _SEEDS.value]
+  except ValueError:
+    raise cli.UserError(f"--seeds={','.join(_SEEDS.value)}: give integers, e.g. --seeds=0,1,2") from None
+  launch.run(_CONFIG.value, _WORKDIR.value, seeds=seeds,
+             overridden=config_flags.get_override_values(flags.FLAGS["config"]))
+  return 0
 
 
-def run(config, workdir: str, seeds: Sequence[int]) -> list[str]:
-  """Trains and tests `config` once per seed, then writes the summary; returns its paths."""
-  from bsa_jax import train
-  from bsa_jax.eval import metrics as metrics_lib
-  if not config.data.test:
-    raise ValueError("--seeds compares test results, but config.data.test is empty.")
-  per_seed, provenance = [], []
-  for seed in seeds:
-    seed_config = config.copy_and_resolve_references()
-    seed_config.seed = int(seed)
-    seed_dir = os.path.join(workdir, f"seed_{seed}")
-    train.main(seed_config, seed_dir)
-    with open(os.path.join(seed_dir, "results", "test_metrics.json")) as f:
-      saved = json.load(f)
-    per_seed.append(saved["results"])
-    provenance.append(saved["provenance"])
-  first = next(iter(per_seed[0].values()))
-  columns = [c for c in metrics_lib.METRIC_NAMES if c in first] or sorted(
-      k for k in first if k != "num_images")
-  return write_summary(workdir, seeds, per_seed, provenance, columns)
+if __name__ == "__main__":
+  cli.run(main, prog="python -m bsa_jax.seeds", check_argv=config_lib.check_overrides)

@@ -3,11 +3,11 @@
   python launch.py --config=configs/acdc.py --workdir=workdirs/acdc_din           # full protocol (GPU)
   python launch.py --config=configs/acdc.py:small --workdir=workdirs/acdc_small   # minutes on a CPU
 
-Reference recipe (SPEC §1.2, SLDGroup/MERIT:train_ACDC.py, which DIN says it builds on): 256×256
+Reference recipe (DECISIONS D10, SLDGroup/MERIT:train_ACDC.py, which DIN says it builds on): 256×256
 slices, batch 12, AdamW lr 1e-4 and weight decay 1e-4 at a constant rate, 400 epochs, seed 2222;
 loss 0.3·CE + 0.7·Dice (+ DIN's boundary loss); test on volumes with the TransUNet protocol (per-class
-DSC and HD95 per volume, SPEC §1.4). DIN's enhancement is undisclosed: CLAHE (clip 2, 8×8 tiles) per
-SPEC "Decisions" §5. Augmentation: random flips and 90° rotations (MERIT also rotates by ±20° with
+DSC and HD95 per volume, DECISIONS R2). DIN's enhancement is undisclosed: CLAHE (clip 2, 8×8 tiles) per
+DECISIONS D7. Augmentation: random flips and 90° rotations (MERIT also rotates by ±20° with
 p=0.25, which `bsa_jax.data.augment` does not offer). Encoders: ResNeXt-50 32×4d; start them from
 ImageNet with `--config.model_init=<converted resnext50_32x4d>` (see README, `bsa_jax.models.convert`).
 

@@ -1,6 +1,6 @@
 """PraNet baseline on the PraNet polyp benchmark: configs/kvasir.py with only the model swapped.
 
-  python -m bsa_jax.models.convert --timm-model res2net50_26w_4s --pretrained --out ckpt/res2net50
+  python -m bsa_jax.models.convert --timm_model res2net50_26w_4s --pretrained --out ckpt/res2net50
   python launch.py --config=configs/kvasir_pranet.py --workdir=workdirs/kvasir_pranet \\
       --config.model_init=ckpt/res2net50                                                  # GPU
   python launch.py --config=configs/kvasir_pranet.py:small --workdir=workdirs/kvasir_pranet_s  # CPU

@@ -3,16 +3,16 @@
   python launch.py --config=configs/synapse.py --workdir=workdirs/synapse_din         # full (GPU)
   python launch.py --config=configs/synapse.py:small --workdir=workdirs/synapse_small  # CPU smoke run
 
-Reference recipe (SPEC §1.2, SLDGroup/MERIT:train_synapse.py): TransUNet's preprocessed release
+Reference recipe (DECISIONS D10, SLDGroup/MERIT:train_synapse.py): TransUNet's preprocessed release
 (train_npz slices of the 18 training cases, test_vol_h5 volumes of the 12 test cases, HU window
 [-125, 275] -> [0, 1]), 256×256, batch 16, AdamW lr 1e-4 and weight decay 1e-4 at a constant rate,
 300 epochs, seed 2222, loss 0.3·CE + 0.7·Dice (+ DIN's boundary loss), volume evaluation with the
-TransUNet protocol (SPEC §1.4): per-organ DSC and HD95 (voxels) averaged over the 12 volumes.
+TransUNet protocol (DECISIONS R2): per-organ DSC and HD95 (voxels) averaged over the 12 volumes.
 
 TransUNet defines no validation split and MERIT picks its checkpoint on the test volumes; here
 nothing is selected on test: the last checkpoint is reported (add `--config.data.val=...` with a
-held-out part of the training cases to select on it). Enhancement CLAHE (clip 2, 8×8) per SPEC
-"Decisions" §5; encoders ResNeXt-50 32×4d (ImageNet via `--config.model_init`).
+held-out part of the training cases to select on it). Enhancement CLAHE (clip 2, 8×8) per
+DECISIONS D7; encoders ResNeXt-50 32×4d (ImageNet via `--config.model_init`).
 The shared data folder holds no Synapse release; point `--config.data.root` at one.
 """
 

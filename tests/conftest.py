@@ -1,12 +1,20 @@
 """Shared test setup: 8 simulated CPU devices, parsed absl flags, and the real-data location."""
 
 import os
+import runpy
 import sys
+import warnings
 
 # Must be set before jax is imported anywhere: data-parallel tests need 8 CPU devices.
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # timm must never try the network in tests
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# The project's machines keep the real datasets beside the repository (../shared/data); a user's
+# checkout points BSA_DATA_DIR at its own copy. Commands run by the tests inherit this.
+_SHARED_DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..",
+                            "shared", "data")
+if not os.environ.get("BSA_DATA_DIR") and os.path.isdir(_SHARED_DATA):
+  os.environ["BSA_DATA_DIR"] = os.path.normpath(_SHARED_DATA)
 
 import pytest
 from absl import flags
@@ -25,8 +33,46 @@ def data_dir(*parts: str) -> str:
   path = os.path.join(DATA_ROOT, *parts)
   if not os.path.exists(path):
     pytest.skip(f"real data not found at {path} (set BSA_DATA_DIR to the folder holding "
-                f"the datasets listed in shared/data/MANIFEST.md)")
+                f"the datasets of docs/DECISIONS.md#r8)")
   return path
+
+
+def run_in_process(command: str, *args: str) -> int:
+  """Runs a command in this process as its shell form does and returns its exit status:
+  `run_in_process("bsa_jax.eval", "--out=x")` is `python -m bsa_jax.eval --out=x`, and "launch.py"
+  runs that script.
+
+  The flags the command defines are removed afterwards, so commands whose flags share names
+  (--workdir, --out) run one after another in one test session; absl defines a flag only once.
+  """
+  before, argv = set(flags.FLAGS), sys.argv
+  path = os.path.join(config_lib.REPO_ROOT, command) if command.endswith(".py") else None
+  sys.argv = [path or command, *args]
+  try:
+    with warnings.catch_warnings():  # in a test session the command's module is imported already
+      warnings.filterwarnings("ignore", "'.*' found in sys.modules", RuntimeWarning)
+      if path:
+        runpy.run_path(path, run_name="__main__")
+      else:
+        runpy.run_module(command, run_name="__main__", alter_sys=True)
+  except SystemExit as e:  # every command ends with sys.exit(status)
+    return e.code
+  finally:
+    sys.argv = argv
+    for name in set(flags.FLAGS) - before:
+      delattr(flags.FLAGS, name)
+  raise AssertionError(f"{command} returned without an exit status")
+
+
+@pytest.fixture
+def run_command(capsys):
+  """`run_in_process` that also returns what the command printed: (status, stdout, stderr)."""
+  def run(command: str, *args: str) -> tuple[int, str, str]:
+    capsys.readouterr()
+    code = run_in_process(command, *args)
+    out, err = capsys.readouterr()
+    return code, out, err
+  return run
 
 
 def pytest_configure(config):

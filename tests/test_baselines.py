@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from bsa_jax import config_lib
-from bsa_jax import optim
+from bsa_jax.train import optim
+from bsa_jax import models
 from bsa_jax import train
 from bsa_jax.models import get_model_module
 from conftest import data_dir
@@ -115,7 +116,7 @@ def test_training_on_kvasir_reaches_every_parameter_and_lowers_the_loss(name, kv
   c = config_lib.load_config(os.path.join(config_lib.REPO_ROOT, f"configs/kvasir_{name}.py:small"))
   assert c.model_name == name and c.model.variant == "tiny"
   assert c.train.optimizer == "adam" and c.train.weight_decay == 0 and c.train.warmup_steps == 0
-  model = train.build_model(c)
+  model = models.build_model(c)
   tx, schedule = optim.make_optimizer(c.train, 10)
   variables = numpy_init(model, jnp.zeros((1, 64, 64, 3)), train=False)
   init_params = jax.tree.map(np.asarray, variables["params"])

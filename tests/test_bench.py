@@ -12,12 +12,12 @@ import sys
 
 import pytest
 
-from bsa_jax.bench import __main__ as cli
-from bsa_jax.bench import common
-from bsa_jax.bench import plan as plan_lib
-from bsa_jax.bench import report
-from bsa_jax.bench import sections as sections_lib
-from conftest import data_dir
+from bench import __main__ as cli
+from bench import common
+from bench import plan as plan_lib
+from bench import report
+from bench import sections as sections_lib
+from conftest import data_dir, run_in_process
 
 
 @pytest.fixture(scope="module")
@@ -144,8 +144,8 @@ def test_report_only_rebuilds_the_same_document(quick, tmp_path):
   saved = tmp_path / "results.json"
   saved.write_text(json.dumps(results))
   md = tmp_path / "again.md"
-  assert cli.main(["--report-only", str(saved), "--out", str(tmp_path / "again.json"),
-                   "--md", str(md)]) == 0
+  assert run_in_process("bsa_jax.bench", "--report-only", str(saved), "--out",
+                        str(tmp_path / "again.json"), "--md", str(md)) == 0
   assert md.read_text() == markdown
 
 

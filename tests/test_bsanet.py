@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from bsa_jax import config_lib
-from bsa_jax import losses
+from bsa_jax.train import losses
 from bsa_jax.models import bsanet
 from bsa_jax.models import convert
 from bsa_jax.models import summary
@@ -113,7 +113,7 @@ def test_golden_parameter_counts(variant):
 def test_isam_swin_blocks_match_the_spec_budget_arithmetic(variant, dim, heads):
   blocks = summary.count_by_prefix(_param_shapes(variant), depth=2)
   swin_blocks = [n for name, n in blocks.items() if name.startswith("isam/blocks_")]
-  # SPEC §5.4: one Swin block = 12C² + 13C + 169·heads (window 7).
+  # docs/DECISIONS.md#r6: one Swin block = 12C² + 13C + 169·heads (window 7).
   assert swin_blocks == [12 * dim**2 + 13 * dim + 169 * heads] * 6
 
 

@@ -2,7 +2,7 @@
 
 import jax.numpy as jnp
 
-from bsa_jax import checkpoint
+from bsa_jax.workdir import checkpoint
 
 
 def _save(ckpt, step, score, recorded_best=None):

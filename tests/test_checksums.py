@@ -1,4 +1,4 @@
-"""Dataset checksums equal the ones published in shared/data/MANIFEST.md, so provenance is traceable."""
+"""Dataset checksums equal the data manifest's values (DECISIONS R8), so provenance is traceable."""
 
 from bsa_jax import config_lib
 from bsa_jax.data import checksums

@@ -9,7 +9,8 @@ import time
 import numpy as np
 import pytest
 
-from bsa_jax import compare
+from bsa_jax.tools import compare
+from conftest import run_in_process
 
 MODELS = ("unet", "unetpp")
 TINY_PARAMS = {"unet": 486_603, "unetpp": 138_827}  # tests/test_baselines.py GOLDEN, 'tiny'
@@ -31,6 +32,11 @@ def _files(directory):
           for d, _, names in os.walk(directory) for f in names}
 
 
+def _compare(*argv) -> int:
+  """`python -m bsa_jax.compare ARGV` in this process; its exit status."""
+  return run_in_process("bsa_jax.compare", *argv)
+
+
 @pytest.fixture(scope="module")
 def compared(tmp_path_factory, synthetic_root):
   """Runs the comparison of two tiny models once, then once more; returns (workdir, argv, rerun s)."""
@@ -43,10 +49,10 @@ def compared(tmp_path_factory, synthetic_root):
     patch.setenv("XLA_FLAGS", "--xla_backend_optimization_level=0 "
                  "--xla_llvm_disable_expensive_passes=true")
     patch.setenv("JAX_PLATFORMS", "cpu")
-    assert compare.main(argv) == 0
+    assert _compare(*argv) == 0
     before = {m: _files(os.path.join(workdir, m)) for m in MODELS}
     start = time.perf_counter()
-    assert compare.main(argv) == 0
+    assert _compare(*argv) == 0
     rerun_seconds = time.perf_counter() - start
   after = {m: _files(os.path.join(workdir, m)) for m in MODELS}
   return workdir, before, after, rerun_seconds
@@ -141,12 +147,12 @@ def _fake_launch(calls):
   return launch
 
 
-def test_a_failed_run_is_a_marked_row_and_seeds_give_mean_and_std(tmp_path, monkeypatch):
+def test_a_failed_run_is_a_marked_row_and_seeds_give_mean_and_std(tmp_path, monkeypatch, capsys):
   calls = []
   monkeypatch.setattr(compare, "launch", _fake_launch(calls))
   argv = [f"--workdir={tmp_path}", "--budget=cpu", "--models=bsanet,pranet", "--seeds=0,1",
           "--pranet.config.train.lr=1e-4"]
-  assert compare.main(argv) == 1
+  assert _compare(*argv) == 1
   (_, bsanet_argv), (_, pranet_argv) = calls
   assert "--seeds=0,1" in bsanet_argv and "--config.train.num_epochs=3" in bsanet_argv
   assert any(a.endswith("configs/kvasir_pranet.py:cpu") for a in pranet_argv)
@@ -169,17 +175,28 @@ def test_a_failed_run_is_a_marked_row_and_seeds_give_mean_and_std(tmp_path, monk
   assert "hash0" in markdown and "hash1" in markdown
 
   calls.clear()  # the rerun re-reads BSA-Net's finished seeds and only retries PraNet
-  assert compare.main(argv) == 1
+  assert _compare(*argv) == 1
   assert [model for model, _ in calls] == ["pranet"]
 
-  with pytest.raises(SystemExit, match="another request"):  # other epochs, same workdir
-    compare.main(argv + ["--epochs=5"])
+  capsys.readouterr()
+  assert _compare(*argv, "--epochs=5") == 2  # other epochs, same workdir
+  assert "another request" in capsys.readouterr().err
 
 
-def test_overrides_go_to_every_model_or_to_one():
-  args, common, per_model = compare.parse_args(
-      ["--workdir=w", "--models=unet,pranet", "--config.train.lr=1", "--pranet.config.seed=3"])
-  assert args.models == ["unet", "pranet"] and args.seeds == [0]
+def test_overrides_go_to_every_model_or_to_one(tmp_path, monkeypatch, run_command):
+  argv = ["--config.train.lr=1", "--pranet.config.seed=3"]
+  assert [a for a in argv if compare.is_override(a)] == argv
+  assert not compare.is_override("--models=unet") and not compare.is_override("--configs=x")
+  common, per_model = compare.split_overrides(argv)
   assert common == ["--config.train.lr=1"] and per_model["pranet"] == ["--config.seed=3"]
-  with pytest.raises(SystemExit):
-    compare.parse_args(["--workdir=w", "--nomodel.config.seed=3"])
+  assert compare.check_models(["unet", " pranet"]) == ["unet", "pranet"]
+
+  requests = []  # the command hands absl's flags and the withheld overrides to the library
+  monkeypatch.setattr(compare, "run", lambda workdir, **kw: requests.append((workdir, kw)) or 0)
+  code, _, err = run_command("bsa_jax.compare", f"--workdir={tmp_path}", "--models=unet,pranet", *argv)
+  assert code == 0, err
+  (workdir, kw), = requests
+  assert workdir == str(tmp_path) and kw["models"] == ["unet", "pranet"] and kw["seeds"] == [0]
+  assert kw["common"] == common and kw["per_model"]["pranet"] == ["--config.seed=3"]
+  code, _, err = run_command("bsa_jax.compare", "--workdir=w", "--nomodel.config.seed=3")
+  assert code == 2 and "unexpected argument '--nomodel.config.seed=3'" in err

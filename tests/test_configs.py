@@ -7,10 +7,11 @@ import os
 import pytest
 
 from bsa_jax import config_lib
-from bsa_jax import evaluate
+from bsa_jax.eval import evaluate
 from bsa_jax import models
 from bsa_jax.data import registry
 from bsa_jax.data import sources
+from bsa_jax.data import split_lists
 
 CONFIGS = sorted(glob.glob(os.path.join(config_lib.REPO_ROOT, "configs", "*.py")))
 ARGS = ("", "cpu", "small")
@@ -63,7 +64,7 @@ def test_config_names_resolve(spec):
   assert set(config.model) <= fields, set(config.model) - fields
   for which in ("train", "val", "test"):
     for entry in config.data[which]:
-      dataset, split = sources.parse_entry(entry)
+      dataset, split = split_lists.parse_entry(entry)
       if dataset not in sources.VOLUME_DATASETS:  # ACDC/Synapse are known to the volume reader
         registry.spec(dataset)  # raises for an unknown dataset name
       assert split

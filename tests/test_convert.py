@@ -14,8 +14,8 @@ timm = pytest.importorskip("timm")
 from timm.models import swin_transformer as timm_swin  # noqa: E402
 
 from bsa_jax.models import convert, swin  # noqa: E402
-from bsa_jax.models.convert import __main__ as cli  # noqa: E402
 from bsa_jax.models.convert import common, parity  # noqa: E402
+from conftest import run_in_process  # noqa: E402
 
 # A narrow Swin with every key kind (stage-0 has no downsample, stages 1-3 do), built at 64 px so the
 # last two stages have timm-shrunk windows (4x4 and 2x2) as well.
@@ -238,7 +238,10 @@ def test_merge_pretrained_maps_stage_blocks_into_a_module(swin_state_dict):
 # --------------------------------------------------------------------------------- CLI ----
 
 def run_cli(capsys, *argv) -> tuple[int, list[str]]:
-  code = cli.main(list(argv))
+  """`python -m bsa_jax.models.convert ARGV` in this process (older hyphenated flag names, as users'
+  scripts write them): its exit status and stdout lines."""
+  capsys.readouterr()
+  code = run_in_process("bsa_jax.models.convert", *argv)
   return code, capsys.readouterr().out.strip().splitlines()
 
 
@@ -280,10 +283,10 @@ def test_cli_safetensors_checkpoint_check(tmp_path, capsys):
   assert lines[-2].startswith("stage4: max_abs_diff=")
 
 
-def test_cli_rejects_a_checkpoint_of_another_architecture(tmp_path):
+def test_cli_rejects_a_checkpoint_of_another_architecture(tmp_path, capsys):
   from safetensors.torch import save_file
   path = str(tmp_path / "model.safetensors")
   save_file(timm.create_model("resnet18", **RESNET_KWARGS).state_dict(), path)
-  with pytest.raises(convert.ConversionError, match="missing keys"):
-    cli.main(["--timm-model", "resnet34", "--checkpoint", path, "--out", str(tmp_path / "x"),
-              "--timm-kwargs", json.dumps(RESNET_KWARGS)])
+  code = run_in_process("bsa_jax.models.convert", "--timm_model", "resnet34", "--checkpoint", path,
+                        "--out", str(tmp_path / "x"), "--timm_kwargs", json.dumps(RESNET_KWARGS))
+  assert code == 2 and "missing keys" in capsys.readouterr().err

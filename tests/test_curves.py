@@ -6,7 +6,7 @@ import os
 import numpy as np
 from PIL import Image
 
-from bsa_jax import metric_writer
+from bsa_jax.workdir import metric_writer
 from bsa_jax.eval import curves
 
 

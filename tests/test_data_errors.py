@@ -45,7 +45,7 @@ def broken_kvasir(tmp_path):
                 "grey_mask": grey_mask, "extra": names[6]}
 
 
-def test_check_reports_every_problem_at_once(broken_kvasir):
+def test_check_reports_every_problem_at_once(broken_kvasir, run_command):
   root, bad = broken_kvasir
   report = check.check(str(root))
   text = report.format()
@@ -57,7 +57,7 @@ def test_check_reports_every_problem_at_once(broken_kvasir):
   assert any(bad["grey_mask"] in e and "not binary" in e for e in report.errors)
   assert any("notes.db" in w for w in report.warnings)
   assert len(report.errors) == 5
-  assert check.main([str(root)]) == 1
+  assert run_command("bsa_jax.data.check", str(root))[0] == 1
 
 
 def test_check_passes_real_data_and_flags_empty_folder(tmp_path):

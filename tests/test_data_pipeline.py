@@ -71,7 +71,7 @@ def test_get_state_set_state_resumes_identically(tmp_path):
   fresh.set_state(json.loads(json.dumps(state)))  # the state survives JSON
   for want, got in zip(expected, _take(fresh, 2)):
     np.testing.assert_array_equal(want["image"], got["image"])
-  # Through Orbax with grain's handler, exactly as bsa_jax/checkpoint.py stores it.
+  # Through Orbax with grain's handler, exactly as bsa_jax/workdir/checkpoint.py stores it.
   mngr = ocp.CheckpointManager(str(tmp_path / "ckpt"), item_names=("data",))
   it2 = data.train_iterator(c, global_batch_size=4, seed=1)
   _take(it2, 3)

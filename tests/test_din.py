@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from bsa_jax import config_lib
-from bsa_jax import optim
+from bsa_jax.train import optim
+from bsa_jax import models
 from bsa_jax import train
 from bsa_jax.models import convert
 from bsa_jax.models import din
@@ -185,7 +186,7 @@ def test_a_few_training_steps_on_the_acdc_subset_lower_the_loss():
   finally:
     iterator.close()
   assert set(batch) == {"image", "image_enhanced", "mask"} and batch["mask"].dtype == np.int32
-  model = train.build_model(c)
+  model = models.build_model(c)
   tx, schedule = optim.make_optimizer(c.train, 10)
   variables = numpy_init(model, jnp.zeros((1, 64, 64, 3)), train=False)  # no initialiser compiles
   state = {"step": jnp.zeros((), jnp.int32), "params": variables["params"],

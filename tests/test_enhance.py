@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from bsa_jax import config_lib
-from bsa_jax import enhance
+from bsa_jax.data import enhance
 from bsa_jax.data import preprocess
 from conftest import data_dir
 

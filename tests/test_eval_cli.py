@@ -48,10 +48,20 @@ def _read_csv(path):
     return list(csv.DictReader(f))
 
 
+def _score(run_command, *argv):
+  """`python -m bsa_jax.eval ARGV` in this process (with the older hyphenated flag names users'
+  scripts have, which stay accepted); returns {dataset: scores} from the OUT.json it wrote."""
+  code, _, err = run_command("bsa_jax.eval", *argv)
+  assert code == 0, err
+  out = argv[argv.index("--out") + 1]
+  with open(cli._out_stem(out) + ".json") as f:
+    return json.load(f)["datasets"]
+
+
 # ------------------------------------------------------------------------------------------------
 # End to end on real masks.
 # ------------------------------------------------------------------------------------------------
-def test_cli_on_real_colondb_matches_pysodmetrics_reading_the_same_files(tmp_path):
+def test_cli_on_real_colondb_matches_pysodmetrics_reading_the_same_files(tmp_path, run_command):
   """8-bit PNG predictions named like the ColonDB images ('12' for mask 'p12'), scored by the CLI
   and by pysodmetrics reading the files with cv2 as its examples do."""
   psm = pytest.importorskip("py_sod_metrics")
@@ -66,8 +76,8 @@ def test_cli_on_real_colondb_matches_pysodmetrics_reading_the_same_files(tmp_pat
     pred = _blurred_u8(np.roll(gt, (3 * i, -2 * i), (0, 1)), sigma=4 + i)
     Image.fromarray(pred).save(pred_dir / (os.path.basename(path).split(".")[0][1:] + ".png"))
   out = tmp_path / "out" / "colondb.json"  # the suffix is dropped: both .csv and .json are written
-  results = cli.main(["--pred-dir", str(pred_dir), "--gt-dir", str(gt_dir),
-                      "--name", "CVC-ColonDB", "--out", str(out), "--quiet"])
+  results = _score(run_command, "--pred-dir", str(pred_dir), "--gt-dir", str(gt_dir),
+                   "--name", "CVC-ColonDB", "--out", str(out), "--quiet")
   ours = results["CVC-ColonDB"]
   assert ours["num_images"] == 10 and ours["num_resized"] == 0
 
@@ -123,7 +133,7 @@ def test_rgb_to_gray_is_matlab_rgb2gray():
 # ------------------------------------------------------------------------------------------------
 # Formats, sizes and pairing rules on synthetic files.
 # ------------------------------------------------------------------------------------------------
-def test_cli_reads_float_tiff_16bit_rgb_and_resizes(tmp_path):
+def test_cli_reads_float_tiff_16bit_rgb_and_resizes(tmp_path, run_command):
   pairs = _write_synthetic_dataset(tmp_path, ["a", "b", "c", "d"])
   preds = tmp_path / "preds"
   # a: float32 TIFF in [0, 1]; b: 16-bit PNG; c: RGB PNG (first channel is read); d: half size.
@@ -138,8 +148,8 @@ def test_cli_reads_float_tiff_16bit_rgb_and_resizes(tmp_path):
   small = np.array(Image.fromarray(pairs["d"][0]).resize((28, 20), Image.BILINEAR))
   Image.fromarray(small).save(preds / "d.png")
 
-  results = cli.main(["--pred-dir", str(preds), "--gt-dir", str(tmp_path), "--name", "syn",
-                      "--out", str(tmp_path / "m"), "--quiet", "--per-image"])
+  results = _score(run_command, "--pred-dir", str(preds), "--gt-dir", str(tmp_path), "--name", "syn",
+                   "--out", str(tmp_path / "m"), "--quiet", "--per-image")
   expected = metrics.aggregate([
       metrics.image_scores(prob_a.astype(np.float32).astype(np.float64), pairs["a"][1]),
       metrics.image_scores(pairs["b"][0].astype(np.float64) * 257 / 65535, pairs["b"][1]),
@@ -156,7 +166,7 @@ def test_cli_reads_float_tiff_16bit_rgb_and_resizes(tmp_path):
       float(metrics.image_scores(pairs["c"][0], pairs["c"][1])["s_alpha"]))
 
 
-def test_saved_pranet_maps_score_like_in_memory_ones(tmp_path):
+def test_saved_pranet_maps_score_like_in_memory_ones(tmp_path, run_command):
   """Saving `to_uint8_map(prob)` as PNG and running the CLI equals scoring it in memory."""
   pairs = _write_synthetic_dataset(tmp_path, ["a", "b", "c"])
   rng = np.random.default_rng(0)
@@ -167,8 +177,8 @@ def test_saved_pranet_maps_score_like_in_memory_ones(tmp_path):
     assert saved.min() == 0 and saved.max() == 255
     Image.fromarray(saved).save(tmp_path / "preds" / f"{name}.png")
     records.append(metrics.image_scores(saved, gt))
-  results = cli.main(["--pred-dir", str(tmp_path / "preds"), "--gt-dir", str(tmp_path),
-                      "--name", "syn", "--out", str(tmp_path / "m"), "--quiet"])
+  results = _score(run_command, "--pred_dir", str(tmp_path / "preds"), "--gt_dir", str(tmp_path),
+                   "--name", "syn", "--out", str(tmp_path / "m"), "--quiet")
   expected = metrics.aggregate(records)
   assert {k: results["syn"][k] for k in expected} == expected
 
@@ -191,33 +201,33 @@ def test_prediction_stems_follow_dataset_conventions(tmp_path):
     io.match_pairs(str(tmp_path / "pred"), str(tmp_path / "gt"))
 
 
-def test_missing_prediction_is_an_error_naming_the_mask(tmp_path, capsys):
+def test_missing_prediction_is_an_error_naming_the_mask(tmp_path, run_command):
   _write_synthetic_dataset(tmp_path, ["a", "b", "c"])
   os.remove(tmp_path / "preds" / "b.png")
-  with pytest.raises(SystemExit) as e:
-    cli.main(["--pred-dir", str(tmp_path / "preds"), "--gt-dir", str(tmp_path / "masks"),
-              "--out", str(tmp_path / "m"), "--quiet"])
-  message = str(e.value.code)
+  code, _, message = run_command("bsa_jax.eval", "--pred-dir", str(tmp_path / "preds"), "--gt-dir",
+                                 str(tmp_path / "masks"), "--out", str(tmp_path / "m"), "--quiet")
+  assert code == 2 and message.startswith("python -m bsa_jax.eval: error: ")
   assert "for 1 of 3 masks" in message and "'b'" in message and "Save one prediction" in message
   assert not os.path.exists(tmp_path / "m.csv")
 
 
-def test_unreadable_prediction_is_an_error_naming_the_file(tmp_path):
+def test_unreadable_prediction_is_an_error_naming_the_file(tmp_path, run_command):
   _write_synthetic_dataset(tmp_path, ["a", "b"])
   bad = tmp_path / "preds" / "b.png"
   bad.write_bytes(b"\x89PNG\r\n\x1a\n this is not a png")
-  with pytest.raises(SystemExit) as e:
-    cli.main(["--pred-dir", str(tmp_path / "preds"), "--gt-dir", str(tmp_path), "--quiet",
-              "--out", str(tmp_path / "m")])
-  assert str(bad) in str(e.value.code) and "Re-save it" in str(e.value.code)
+  code, _, message = run_command("bsa_jax.eval", "--pred-dir", str(tmp_path / "preds"), "--gt-dir",
+                                 str(tmp_path), "--quiet", "--out", str(tmp_path / "m"))
+  assert code == 2 and str(bad) in message and "Re-save it" in message
 
 
-def test_out_of_range_float_prediction_and_01_masks_are_errors(tmp_path):
+def test_out_of_range_float_prediction_and_dim_masks_are_errors(tmp_path):
   Image.fromarray(np.full((4, 4), 1.5, np.float32), mode="F").save(tmp_path / "p.tiff")
   with pytest.raises(io.EvalInputError, match=r"outside \[0, 1\]"):
     io.read_prediction(str(tmp_path / "p.tiff"))
-  Image.fromarray(np.eye(4, dtype=np.uint8)).save(tmp_path / "m.png")  # 0/1 label map
-  with pytest.raises(io.EvalInputError, match="values up to 1"):
+  Image.fromarray(np.eye(4, dtype=np.uint8)).save(tmp_path / "m01.png")  # 0/1-coded: 1 is foreground
+  np.testing.assert_array_equal(io.read_gt(str(tmp_path / "m01.png")), np.eye(4, dtype=bool))
+  Image.fromarray(np.eye(4, dtype=np.uint8) * 100).save(tmp_path / "m.png")  # 0/100: ambiguous
+  with pytest.raises(io.EvalInputError, match="values up to 100"):
     io.read_gt(str(tmp_path / "m.png"))
 
 
@@ -283,7 +293,7 @@ def test_paper_results_equal_the_paper_text():
   found = glob.glob(os.path.join(papers, "000_*.txt"))
   if not found:
     pytest.skip(f"the paper text (papers/000_*.txt) is not beside the data root at {papers}; "
-                "it ships in shared/ next to shared/data")
+                "it ships beside the data root, not in this repository")
   text = open(found[0]).read()
   blocks = re.split(r"\*\*Table \d", text)[1:5]
   assert len(blocks) == 4

@@ -10,8 +10,8 @@ import pytest
 from scipy import ndimage
 
 from bsa_jax import config_lib
-from bsa_jax import evaluate
-from bsa_jax import evaluate_multiclass as em
+from bsa_jax.eval import evaluate
+from bsa_jax.eval import multiclass as em
 from bsa_jax.data import eval_data
 from bsa_jax.data import readers
 from bsa_jax.data import volumes

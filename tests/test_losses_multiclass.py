@@ -7,8 +7,9 @@ import optax
 import pytest
 
 from bsa_jax import config_lib
-from bsa_jax import losses
-from bsa_jax import losses_multiclass as lm
+from bsa_jax.train import losses
+from bsa_jax.train import losses_binary
+from bsa_jax.train import losses_multiclass as lm
 
 SIZE = 64
 
@@ -103,7 +104,7 @@ def test_din_loss_weights_parts_and_deep_supervision():
   assert float(parts["loss_ce"]) == pytest.approx(float(ce), rel=1e-6)
   main = 0.3 * parts["loss_ce"] + 0.7 * parts["loss_dice"] + parts["loss_boundary"]
   assert float(parts["loss_main"]) == pytest.approx(float(main), rel=1e-6)
-  side_terms = lm.din_terms(losses.resize_logits(side[0], 32, 32), mask, config)["total"]
+  side_terms = lm.din_terms(losses_binary.resize_logits(side[0], 32, 32), mask, config)["total"]
   assert float(parts["loss_side"]) == pytest.approx(float(side_terms), rel=1e-6)
   assert float(total) == pytest.approx(float(main + 0.5 * side_terms), rel=1e-6)
   no_boundary, parts0 = lm.din_loss(logits, {}, mask, _train_config(boundary_weight=0.0))

@@ -1,6 +1,6 @@
 """Polyp metrics against pysodmetrics 1.6.2 (the PraNet toolbox's Python port) and host vs jitted JAX.
 
-Real masks come from shared/data (Kvasir RGB JPEG, CVC-ColonDB TIFF, CVC-ClinicDB 1-bit PNG); those
+Real masks come from $BSA_DATA_DIR (Kvasir RGB JPEG, CVC-ColonDB TIFF, CVC-ClinicDB 1-bit PNG); those
 tests skip when the data is absent. Edge cases run on synthetic masks.
 """
 

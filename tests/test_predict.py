@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bsa_jax import checkpoint as ckpt_lib
+from bsa_jax.workdir import checkpoint as ckpt_lib
 from bsa_jax import config_lib
-from bsa_jax import evaluate
-from bsa_jax import metric_writer
-from bsa_jax import predict
+from bsa_jax.eval import evaluate
+from bsa_jax.workdir import metric_writer
+from bsa_jax.tools import predict
 from bsa_jax import train
 from bsa_jax.eval import metrics as metrics_lib
 from bsa_jax.eval import workdir as eval_workdir

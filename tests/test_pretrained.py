@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from bsa_jax import pretrained
+from bsa_jax.models import pretrained
 
 
 def test_timm_name_offline_fails_with_how_to_convert_a_local_file(tmp_path, monkeypatch):

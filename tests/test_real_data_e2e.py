@@ -13,8 +13,8 @@ import pytest
 from PIL import Image
 
 from bsa_jax import config_lib
-from bsa_jax import metric_writer
-from bsa_jax import predict
+from bsa_jax.workdir import metric_writer
+from bsa_jax.tools import predict
 from bsa_jax import train
 from bsa_jax.eval import io as eval_io
 from bsa_jax.eval import metrics as metrics_lib

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from bsa_jax import config_lib
-from bsa_jax import seeds
+from bsa_jax.tools import seeds
 
 
 def test_aggregate_is_mean_and_sample_std():

@@ -1,4 +1,4 @@
-"""The PyTorch twin of BSA-Net (bsa_jax/bench/torch_bsanet.py) is the same network as the Flax model.
+"""The PyTorch twin of BSA-Net (bench/torch_bsanet.py) is the same network as the Flax model.
 
 Proof by numbers: equal parameter counts, equal eval outputs with Flax weights loaded, and an equal
 training loss, gradients and BatchNorm update on equal inputs.
@@ -12,8 +12,8 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from bsa_jax import config_lib
-from bsa_jax import losses
-from bsa_jax.bench import torch_bsanet
+from bsa_jax.train import losses
+from bench import torch_bsanet
 from bsa_jax.models import bsanet
 from bsa_jax.models import rendering
 from tests.test_attention import fast_jit

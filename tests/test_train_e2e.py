@@ -14,7 +14,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from bsa_jax import config_lib
-from bsa_jax import metric_writer
+from bsa_jax.workdir import metric_writer
 from bsa_jax import train
 
 REPO = config_lib.REPO_ROOT

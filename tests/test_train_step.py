@@ -11,9 +11,11 @@ import torch
 import torch.nn.functional as F
 
 from bsa_jax import config_lib
-from bsa_jax import losses
-from bsa_jax import optim
-from bsa_jax import sharding as sharding_lib
+from bsa_jax.train import losses
+from bsa_jax.train import losses_binary
+from bsa_jax.train import optim
+from bsa_jax.train import sharding as sharding_lib
+from bsa_jax import models
 from bsa_jax import train
 
 
@@ -45,7 +47,7 @@ def _compiled(num_devices: int):
   """(initial state, jitted step, rng) for the tiny U-Net on a mesh of `num_devices`, built once."""
   config = _tiny_config()
   mesh = sharding_lib.auto_mesh((num_devices,), ("data",), devices=jax.devices()[:num_devices])
-  model = train.build_model(config)
+  model = models.build_model(config)
   tx, schedule = optim.make_optimizer(config.train, total_steps=100)
   repl = sharding_lib.replicated(mesh)
   init_fn = functools.partial(train.init_state, model, tx, image_size=config.data.image_size)
@@ -97,7 +99,7 @@ def test_non_finite_step_keeps_the_previous_state():
 
 
 def _torch_structure_loss(pred, mask):
-  """PraNet's structure loss, written from its published formula (SPEC §4.1) in torch."""
+  """PraNet's structure loss, written from its published formula (docs/DECISIONS.md#d6) in torch."""
   weit = 1 + 5 * torch.abs(F.avg_pool2d(mask, kernel_size=31, stride=1, padding=15) - mask)
   wbce = F.binary_cross_entropy_with_logits(pred, mask, reduction="none")
   wbce = (weit * wbce).sum(dim=(2, 3)) / weit.sum(dim=(2, 3))
@@ -112,7 +114,7 @@ def test_structure_loss_matches_torch_reference():
   rng = np.random.default_rng(1)
   logits = rng.normal(scale=3, size=(3, 48, 40, 1)).astype(np.float32)
   mask = (rng.uniform(size=(3, 48, 40, 1)) > 0.7).astype(np.float32)
-  ours = float(losses.structure_loss(jnp.asarray(logits), jnp.asarray(mask)))
+  ours = float(losses_binary.structure_loss(jnp.asarray(logits), jnp.asarray(mask)))
   ref = float(_torch_structure_loss(torch.from_numpy(logits.transpose(0, 3, 1, 2)),
                                     torch.from_numpy(mask.transpose(0, 3, 1, 2))))
   assert ours == pytest.approx(ref, rel=1e-5)
@@ -122,7 +124,7 @@ def test_point_loss_uses_the_mask_at_the_sampled_points():
   mask = np.zeros((1, 8, 8, 1), np.float32)
   mask[0, 2, 5] = 1.0
   coords = jnp.array([[[2.5 / 8, 5.5 / 8], [0.5 / 8, 0.5 / 8]]])  # (y, x) pixel centres
-  np.testing.assert_array_equal(losses.sample_nearest(jnp.asarray(mask), coords)[0, :, 0], [1, 0])
+  np.testing.assert_array_equal(losses_binary.sample_nearest(jnp.asarray(mask), coords)[0, :, 0], [1, 0])
   config = _tiny_config()
   aux = {"arm": {"coords": coords, "logits": jnp.array([[[4.0], [-4.0]]])}}
   logits = jnp.where(jnp.asarray(mask) > 0, 10.0, -10.0)
@@ -151,7 +153,7 @@ def test_optimizer_from_config_equals_hand_built_chain():
 def test_bfloat16_compute_keeps_float32_params_and_learns():
   config = _tiny_config()
   config.train.compute_dtype = "bfloat16"
-  model = train.build_model(config)
+  model = models.build_model(config)
   assert model.dtype == jnp.bfloat16
   tx, schedule = optim.make_optimizer(config.train, total_steps=100)
   state = train.init_state(model, tx, jax.random.key(0), image_size=32)

@@ -7,7 +7,7 @@
   load_image(path) -> uint8 (H,W,3);  load_mask(path) -> bool (H,W)
 
 Checkpointing the iterator with Orbax: `grain.checkpoint.CheckpointSave(it)` /
-`grain.checkpoint.CheckpointRestore(it)` as an item of `ocp.args.Composite` (see bsa_jax/checkpoint.py),
+`grain.checkpoint.CheckpointRestore(it)` as an item of `ocp.args.Composite` (see bsa_jax/workdir/checkpoint.py),
 or `iterator_state_json(it)` / `restore_iterator_state(it, text)` to keep it in a JSON item.
 """
 
@@ -15,6 +15,9 @@ from __future__ import annotations
 
 import importlib
 import json
+
+from bsa_jax.data import eval_data
+from bsa_jax.data import pipeline
 
 # The public names, imported on first use (PEP 562) so `python -m bsa_jax.data.<tool>` does not import
 # the tool twice and light users (load_image) do not pay for grain.
@@ -34,10 +37,8 @@ def __getattr__(name: str):
 def num_examples(data_config, which: str) -> int:
   """Number of examples in config.data.<which> (train after max_train_examples; val/test summed)."""
   if which == "train":
-    from bsa_jax.data import pipeline
     return pipeline.num_train_examples(data_config)
   if which in ("val", "test"):
-    from bsa_jax.data import eval_data
     return eval_data.num_eval_examples(data_config, which)
   raise ValueError(f"which={which!r} must be 'train', 'val' or 'test'.")
 

@@ -1,7 +1,7 @@
 """Measures train-pipeline throughput (decode + resize + normalise) in images/s.
 
-  python -m bsa_jax.data.benchmark [--train kvasir_seg:pranet_train] [--image_size 352] [--batch 16]
-                                   [--batches 20] [--workers 0 2]
+  python -m bsa_jax.data.benchmark [--train=kvasir_seg:pranet_train] [--image_size=352] [--batch=16]
+                                   [--batches=20] [--workers=0,2] [--augment]
 
 Prints one JSON line per worker count. The first batch (worker start-up, first epoch permutation) is
 excluded from the timing and reported separately.
@@ -9,14 +9,19 @@ excluded from the timing and reported separately.
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 import time
+
+from absl import flags
+
+from bsa_jax import cli
+from bsa_jax import config_lib
+from bsa_jax import data
+
+FLAGS = flags.FLAGS
 
 
 def measure(data_config, *, batch_size: int, num_batches: int, num_workers: int) -> dict:
-  from bsa_jax import data
   data_config.num_workers = num_workers
   start = time.perf_counter()
   it = data.train_iterator(data_config, global_batch_size=batch_size, seed=0)
@@ -33,28 +38,33 @@ def measure(data_config, *, batch_size: int, num_batches: int, num_workers: int)
           "first_batch_sec": round(first, 2)}
 
 
-def main(argv=None) -> int:
-  from absl import flags
-  if not flags.FLAGS.is_parsed():
-    flags.FLAGS(sys.argv[:1])  # grain workers read absl flags (ENV_NOTES)
-  from bsa_jax import config_lib
-  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  parser.add_argument("--train", nargs="+", default=["kvasir_seg:pranet_train"])
-  parser.add_argument("--root", default="")
-  parser.add_argument("--image_size", type=int, default=352)
-  parser.add_argument("--batch", type=int, default=16)
-  parser.add_argument("--batches", type=int, default=20)
-  parser.add_argument("--workers", type=int, nargs="+", default=[0, 2])
-  parser.add_argument("--augment", action="store_true")
-  args = parser.parse_args(argv)
+def define_flags() -> None:
+  """The command's flags, defined only when it runs as one (importing the library defines none)."""
+  flags.DEFINE_list("train", ["kvasir_seg:pranet_train"], "Dataset entries '<dataset>:<split>'.")
+  flags.DEFINE_string("root", "", "Data root ('' = $BSA_DATA_DIR, else <repo>/data).")
+  flags.DEFINE_integer("image_size", 352, "Network input size.")
+  flags.DEFINE_integer("batch", 16, "Batch size.")
+  flags.DEFINE_integer("batches", 20, "Timed batches per worker count.")
+  flags.DEFINE_list("workers", ["0", "2"], "grain worker counts to measure, e.g. 0,2.")
+  flags.DEFINE_bool("augment", False, "Include the training augmentations.")
+
+
+def main(argv) -> int:
+  if len(argv) > 1:
+    raise cli.UserError(f"unexpected arguments {argv[1:]}; flags look like --name=value.")
+  try:
+    workers = [int(w) for w in FLAGS.workers]
+  except ValueError:
+    raise cli.UserError(f"--workers={','.join(FLAGS.workers)}: give integers, e.g. 0,2") from None
   c = config_lib.base_config().data
-  c.root, c.image_size, c.train = args.root, args.image_size, tuple(args.train)
-  c.augment.enabled = args.augment
-  for workers in args.workers:
-    print(json.dumps(measure(c, batch_size=args.batch, num_batches=args.batches, num_workers=workers)),
+  c.root, c.image_size, c.train = FLAGS.root, FLAGS.image_size, tuple(FLAGS.train)
+  c.augment.enabled = FLAGS.augment
+  for n in workers:
+    print(json.dumps(measure(c, batch_size=FLAGS.batch, num_batches=FLAGS.batches, num_workers=n)),
           flush=True)
   return 0
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  define_flags()
+  cli.run(main, prog="python -m bsa_jax.data.benchmark")

@@ -2,7 +2,7 @@
 
   python -m bsa_jax.data.check DIR [--dataset kvasir_seg] [--threads 2]
 
-DIR is one dataset's folder (e.g. ../shared/data/kvasir_seg, a Kvasir-SEG download, an ACDC folder).
+DIR is one dataset's folder (e.g. $BSA_DATA_DIR/kvasir_seg, a Kvasir-SEG download, an ACDC folder).
 Every file is fully decoded. Errors: unreadable/truncated files, images without a mask, masks without an
 image, duplicate ids, image/mask size mismatch, non-binary masks, an empty folder; for .h5/.npz volumes:
 missing arrays, shape mismatch, NaN, labels out of range. Warnings: empty masks, ignored non-image files.
@@ -11,15 +11,15 @@ Exit status 1 if there is any error.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import glob
 import os
-import sys
 from concurrent import futures
 
 import numpy as np
+from absl import flags
 
+from bsa_jax import cli
 from bsa_jax.data import io
 from bsa_jax.data import registry
 
@@ -43,27 +43,25 @@ class Report:
     return "\n".join(lines)
 
 
-def _check_pair(e: registry.Example) -> tuple[list[str], list[str]]:
-  """(errors, warnings) of one image/mask pair, decoding both files."""
+def _check_pair(e: registry.Example, max_pixels: int | None = io.DEFAULT_MAX_PIXELS
+                ) -> tuple[list[str], list[str]]:
+  """(errors, warnings) of one image/mask pair, decoding both files (the mask by io.MASK_RULE)."""
   errors, warnings = [], []
-  image = raw = None
+  size = mask = None
   try:
-    image = io.load_image(e.image)
+    # Every byte is decoded (a JPEG in draft mode), but no full-size array is kept.
+    size = io.verify_file(e.image, max_pixels=max_pixels, min_side=1)
   except io.DataError as err:
     errors.append(str(err))
   try:
-    raw = io.load_mask_raw(e.mask)
+    mask = io.load_mask(e.mask, max_pixels=max_pixels)
   except io.DataError as err:
     errors.append(str(err))
-  if image is not None and raw is not None and image.shape[:2] != raw.shape:
-    errors.append(f"{e.mask}: mask is {raw.shape[1]}x{raw.shape[0]} (WxH) but its image "
-                  f"{os.path.basename(e.image)} is {image.shape[1]}x{image.shape[0]}")
-  if raw is not None:
-    problem = io.mask_values_problem(raw)
-    if problem and "empty" in problem:
-      warnings.append(f"{e.mask}: {problem}")
-    elif problem:
-      errors.append(f"{e.mask}: {problem}")
+  if size is not None and mask is not None and size != mask.shape:
+    errors.append(f"{e.mask}: mask is {mask.shape[1]}x{mask.shape[0]} (WxH) but its image "
+                  f"{os.path.basename(e.image)} is {size[1]}x{size[0]}")
+  if mask is not None and not mask.any():
+    warnings.append(f"{e.mask}: the mask is empty (all background)")
   return errors, warnings
 
 
@@ -94,8 +92,12 @@ def _guess_spec(folder: str, dataset: str | None) -> registry.DatasetSpec:
   return registry.DATASETS["kvasir_seg"]  # the common images/ + masks/ layout
 
 
-def check_images(folder: str, dataset: str | None = None, threads: int = 2) -> Report:
-  """Checks a 2D image/mask dataset folder; returns every problem found."""
+def check_images(folder: str, dataset: str | None = None, threads: int = 2,
+                 max_pixels: int | None = io.DEFAULT_MAX_PIXELS) -> Report:
+  """Checks a 2D image/mask dataset folder; returns every problem found.
+
+  Files above `max_pixels` are reported, not decoded (None: only PIL's decompression-bomb limit).
+  """
   report = Report(folder)
   s = _guess_spec(folder, dataset)
   examples: list[registry.Example] = []
@@ -112,6 +114,16 @@ def check_images(folder: str, dataset: str | None = None, threads: int = 2) -> R
     report.errors += dup
     report.warnings += _stray_files(folder, layout)
     pairs, missing, extra = registry.match_files(images, masks, layout.official_split)
+    for have, none, empty_glob, other_glob in ((masks, images, layout.image_glob, layout.mask_glob),
+                                               (images, masks, layout.mask_glob, layout.image_glob)):
+      if have and not none:  # one line for an empty folder, not one line per file of the other
+        where, other = (os.path.join(folder, os.path.dirname(g)) for g in (empty_glob, other_glob))
+        report.errors.append(
+            f"{where}: the folder is empty (no {', '.join(io.IMAGE_EXTENSIONS)} files), so none of "
+            f"the {len(have)} file(s) in {other} has a partner; put the files there, or check the "
+            "folder names")
+    if not images or not masks:
+      missing, extra = [], []
     report.errors += [f"{p}: image has no mask (looked for "
                       f"{' / '.join(registry.mask_stems(os.path.splitext(os.path.basename(p))[0])[:5])})"
                       for p in missing]
@@ -126,7 +138,7 @@ def check_images(folder: str, dataset: str | None = None, threads: int = 2) -> R
     return report
   report.num_items = len(examples)
   with futures.ThreadPoolExecutor(max(1, threads)) as pool:
-    for errors, warnings in pool.map(_check_pair, examples):
+    for errors, warnings in pool.map(lambda e: _check_pair(e, max_pixels), examples):
       report.errors += errors
       report.warnings += warnings
   return report
@@ -154,8 +166,12 @@ def check_volumes(folder: str, dataset: str | None = None) -> Report:
   return report
 
 
-def check(folder: str, dataset: str | None = None, threads: int = 2) -> Report:
-  """Dispatches on the folder's content: volumes (.h5/.npz) or 2D image/mask files."""
+def check(folder: str, dataset: str | None = None, threads: int = 2,
+          max_pixels: int | None = io.DEFAULT_MAX_PIXELS) -> Report:
+  """Dispatches on the folder's content: volumes (.h5/.npz) or 2D image/mask files.
+
+  `max_pixels`: image/mask files above it are reported, not decoded (training's data.max_pixels).
+  """
   if not os.path.isdir(folder):
     report = Report(folder)
     report.errors.append(f"{folder}: not a directory")
@@ -164,21 +180,25 @@ def check(folder: str, dataset: str | None = None, threads: int = 2) -> Report:
       glob.glob(os.path.join(glob.escape(folder), "**", "*.h5"), recursive=True)
       or glob.glob(os.path.join(glob.escape(folder), "**", "*.npz"), recursive=True))):
     return check_volumes(folder, dataset)
-  return check_images(folder, dataset, threads)
+  return check_images(folder, dataset, threads, max_pixels)
 
 
-def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  parser.add_argument("folder")
-  parser.add_argument("--dataset", default=None,
-                      help=f"layout to expect: one of {', '.join(registry.DATASETS)}, acdc, synapse "
-                           "(default: guessed from the folder)")
-  parser.add_argument("--threads", type=int, default=2)
-  args = parser.parse_args(argv)
-  report = check(args.folder, args.dataset, args.threads)
+def define_flags() -> None:
+  """The command's flags, defined only when it runs as one (importing the library defines none)."""
+  flags.DEFINE_string("dataset", None, f"Layout to expect: one of {', '.join(registry.DATASETS)}, "
+                      "acdc, synapse (default: guessed from the folder).")
+  flags.DEFINE_integer("threads", 2, "Files decoded at once.")
+
+
+def main(argv) -> int:
+  if len(argv) != 2:
+    raise cli.UserError("give one dataset folder, e.g. python -m bsa_jax.data.check "
+                        "$BSA_DATA_DIR/kvasir_seg")
+  report = check(argv[1], flags.FLAGS.dataset, flags.FLAGS.threads)
   print(report.format())
   return 0 if report.ok else 1
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  define_flags()
+  cli.run(main, prog="python -m bsa_jax.data.check")

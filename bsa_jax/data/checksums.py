@@ -1,4 +1,4 @@
-"""Dataset folder checksums for provenance, in the convention of shared/data/MANIFEST.md.
+"""Dataset folder checksums for provenance (convention: docs/DECISIONS.md#r8).
 
 names:   sha256 of the sorted (C locale) relative file paths, one per line, newline-terminated;
 content: sha256 of `sha256sum` output ("<hex>  <path>\\n") over that same sorted list.
@@ -10,6 +10,11 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+
+from bsa_jax.data import registry
+from bsa_jax.data import sources
+from bsa_jax.data import split_lists
+from bsa_jax.data import volumes
 
 
 def _relative_files(folder: str) -> list[str]:
@@ -40,15 +45,12 @@ def folder_checksums(folder: str) -> dict[str, str]:
 
 def config_checksums(data_config) -> str:
   """'dataset:content_sha256;...' for every dataset the config trains, validates or tests on."""
-  from bsa_jax.data import registry
-  from bsa_jax.data import sources
-  root = sources.data_root(data_config)
-  names = sorted({sources.parse_entry(e)[0] for which in ("train", "val", "test")
+  root = split_lists.data_root(data_config)
+  names = sorted({split_lists.parse_entry(e)[0] for which in ("train", "val", "test")
                   for e in data_config[which]})
   parts = []
   for name in names:
     if name in sources.VOLUME_DATASETS:  # ACDC, Synapse: folders known to the volume reader
-      from bsa_jax.data import volumes
       folder = next((os.path.join(root, d) for d in volumes.DIRS[name]
                      if os.path.isdir(os.path.join(root, d))), None)
     else:

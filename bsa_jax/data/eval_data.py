@@ -11,10 +11,11 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from bsa_jax import enhance as enhance_lib
+from bsa_jax.data import enhance as enhance_lib
 from bsa_jax.data import preprocess
 from bsa_jax.data import readers
 from bsa_jax.data import sources
+from bsa_jax.data import volumes
 
 
 class EvalSet:
@@ -71,12 +72,11 @@ class EvalSet:
     """Yields {'id', 'image': float32 (Z, H0, W0) in [0, 1], 'label': int32 (Z, H0, W0)} per volume.
 
     Only for volume test sets (acdc/synapse ':test'); feed slices to the network with
-    `volume_to_model_input` and score in 3D (SPEC 1.4).
+    `volume_to_model_input` and score in 3D (docs/DECISIONS.md#r2).
     """
     files = getattr(self.reader, "volume_files", None)
     if not files:
       raise ValueError(f"{self.name} is not a volume set (only acdc/synapse test/val volumes are).")
-    from bsa_jax.data import volumes
     for path in files:
       image, label = volumes.load_volume(self.reader.dataset, path)
       yield {"id": volumes.file_id(path), "image": image, "label": label}

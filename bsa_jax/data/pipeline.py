@@ -18,8 +18,9 @@ from typing import Any
 import grain
 import numpy as np
 
-from bsa_jax import enhance as enhance_lib
+from bsa_jax.data import enhance as enhance_lib
 from bsa_jax.data import augment as augment_lib
+from bsa_jax.data import io
 from bsa_jax.data import preprocess
 from bsa_jax.data import readers
 from bsa_jax.data import sources
@@ -32,13 +33,30 @@ def train_reader(data_config):
   entries = tuple(data_config.train)
   if not entries:
     raise ValueError("config.data.train is empty; name at least one '<dataset>:<split>'.")
-  parts = tuple(sources.reader_for(data_config, e) for e in entries)
+  parts = tuple(_reduced_decoding(sources.reader_for(data_config, e), int(data_config.image_size))
+                for e in entries)
   reader = parts[0] if len(parts) == 1 else readers.ConcatReader(parts)
   limit = int(data_config.get("max_train_examples", -1))
   if 0 < limit < len(reader):
     # "The first N of the shuffled train set": a fixed draw, independent of the training seed.
     keep = np.sort(np.random.default_rng(0).permutation(len(reader))[:limit])
     reader = _SubsetReader(reader, tuple(int(i) for i in keep))
+  return reader
+
+
+def decode_min_side(image_size: int) -> int:
+  """Short side a training image keeps when decoded reduced: 1024 px, or twice the network's input.
+
+  Only files with a short side of at least twice this (2048 px at image_size <= 512) are reduced, so
+  the benchmark frames (short side <= 1072) decode exactly as before; a 12000 px photo is decoded at
+  1/8 (JPEG draft mode) instead of holding every pixel.
+  """
+  return max(1024, 2 * image_size)
+
+
+def _reduced_decoding(reader, image_size: int):
+  if isinstance(reader, readers.FolderReader):
+    return dataclasses.replace(reader, min_side=decode_min_side(image_size))
   return reader
 
 
@@ -181,7 +199,17 @@ class TrainIterator(grain.DatasetIterator):
 
   def __next__(self) -> dict[str, np.ndarray]:
     self._assert_not_closed()
-    batch = next(self._ensure_inner())
+    try:
+      batch = next(self._ensure_inner())
+    except io.DataError as e:  # a file that broke after data.verify (or data.verify=none)
+      self._close_inner()
+      raise io.DataError(
+          f"Training stopped before step {self._next_batch + 1}: a file of its batch cannot be "
+          f"used.\n  {e}\nNo step ran on this batch, and the checkpoints saved so far are intact. "
+          "Replace the file with a good copy and rerun the same command to resume (removing it "
+          "changes the number of training images, so the run could not continue the same batch "
+          "sequence; then start a new workdir, with --config.resume=<this run's checkpoints dir> to "
+          "keep the weights).") from None
     self._next_batch += 1
     return batch
 

@@ -1,4 +1,5 @@
-"""Random-access readers: index -> one decoded example at its original size.
+"""Random-access readers: index -> one decoded example at its original size (the training reader may
+decode a very large file reduced by a power of two, see `FolderReader.min_side`).
 
 A reader is what the grain pipeline and the eval sets index into; it is small and picklable (paths
 only), so grain worker processes can rebuild it. `read(i)` returns
@@ -8,8 +9,6 @@ only), so grain worker processes can rebuild it. `read(i)` returns
 from __future__ import annotations
 
 import dataclasses
-import os
-from concurrent import futures
 from typing import Sequence
 
 import numpy as np
@@ -17,6 +16,7 @@ import numpy as np
 from bsa_jax.data import io
 from bsa_jax.data import preprocess
 from bsa_jax.data import registry
+from bsa_jax.data import verify as verify_lib
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,6 +24,10 @@ class FolderReader:
   """Binary image/mask pairs on disk (one per `registry.Example`)."""
   examples: tuple[registry.Example, ...]
   num_classes: int = 1  # binary: 'mask' is bool
+  max_pixels: int | None = io.DEFAULT_MAX_PIXELS  # larger files are refused, naming the file
+  # >0 (the training reader): a large file is decoded reduced by a power of two that keeps this many
+  # pixels on its short side (io.load_image); 0 (eval sets, scored at the mask's size): full size.
+  min_side: int = 0
 
   def __len__(self) -> int:
     return len(self.examples)
@@ -34,37 +38,17 @@ class FolderReader:
 
   def read(self, i: int) -> dict:
     e = self.examples[i]
-    image = io.load_image(e.image)  # (H, W, 3) uint8
-    mask = io.load_mask(e.mask)  # (H, W) bool
+    image = io.load_image(e.image, max_pixels=self.max_pixels, min_side=self.min_side)  # (H, W, 3)
+    mask = io.load_mask(e.mask, max_pixels=self.max_pixels, min_side=self.min_side)  # (H, W) bool
     preprocess.check_same_size(image, mask, e.image, e.mask)
     return {"id": e.id, "image": image, "mask": mask}
 
   def subset(self, indices: Sequence[int]) -> "FolderReader":
     return dataclasses.replace(self, examples=tuple(self.examples[i] for i in indices))
 
-  def verify_headers(self, num_threads: int = 8) -> None:
-    """Checks every file opens and each mask has its image's size, reading headers only (~1 ms/pair).
-
-    Raises DataError listing every bad pair, so a broken folder fails before training starts.
-    """
-    def check(e: registry.Example) -> str | None:
-      try:
-        ih, iw = io.image_size(e.image)
-        mh, mw = io.image_size(e.mask)
-      except io.DataError as err:
-        return str(err)
-      if (ih, iw) != (mh, mw):
-        return (f"{e.mask}: mask is {mw}x{mh} (WxH) but its image {os.path.basename(e.image)} is "
-                f"{iw}x{ih}")
-      return None
-    with futures.ThreadPoolExecutor(num_threads) as pool:
-      problems = [p for p in pool.map(check, self.examples) if p]
-    if problems:
-      shown = "\n  ".join(problems[:10])
-      more = f"\n  ... and {len(problems) - 10} more" if len(problems) > 10 else ""
-      raise io.DataError(f"{len(problems)} of {len(self.examples)} image/mask pairs are unusable:\n  "
-                         f"{shown}{more}\nFix or remove them (each image needs a same-size mask); "
-                         "`python -m bsa_jax.data.check <dir>` lists every problem.")
+  def verify(self, level: str = "full", **kwargs) -> dict:
+    """Checks every pair before training (`verify.verify_examples`); DataError names each bad file."""
+    return verify_lib.verify_examples(self.examples, level, max_pixels=self.max_pixels, **kwargs)
 
 
 def concat_ids(readers: Sequence) -> list[str]:

@@ -16,6 +16,7 @@ import os
 import re
 
 from bsa_jax.data import io
+from bsa_jax.data import synthetic
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,7 +116,18 @@ DATASETS: dict[str, DatasetSpec] = {s.name: s for s in (
 )}
 
 
+# `folder:<path>` names one's own dataset: images/ and masks/ inside, paired by file stem.
+OWN_FOLDER = "folder:"
+
+
+def is_own_folder(name: str) -> bool:
+  return name.startswith(OWN_FOLDER)
+
+
 def spec(name: str) -> DatasetSpec:
+  if is_own_folder(name):
+    path = name[len(OWN_FOLDER):]
+    return DatasetSpec(name, f"your dataset in {path}", (path,), (_STD,))
   if name not in DATASETS:
     raise io.DataError(f"unknown dataset '{name}'; known: {', '.join(DATASETS)}. Datasets are named "
                        "'<dataset>:<split>' in config.data.train/val/test.")
@@ -204,12 +216,14 @@ def dataset_dir(name: str, root: str) -> str:
   """The first candidate folder of `name` under `root` holding one of its layouts."""
   s = spec(name)
   if s.synthetic:
-    from bsa_jax.data import synthetic
     return synthetic.ensure(os.path.join(root, s.dirs[0]))
   for d in s.dirs:
     folder = os.path.normpath(os.path.join(root, d))
     if os.path.isdir(folder) and any(layout_exists(folder, l) for l in s.layouts):
       return folder
+  if is_own_folder(name):
+    raise io.DataError(f"{s.dirs[0]}: no images/ and masks/ folders inside, as '{name}' needs (one mask "
+                       "per image with the same file stem, e.g. images/case1.jpg and masks/case1.png).")
   raise io.DataError(
       f"dataset '{name}' ({s.title}) not found under the data root {root}: looked for the folders "
       f"{', '.join(s.dirs)} holding e.g. {s.layouts[0].image_glob} and {s.layouts[0].mask_glob}. "

@@ -7,76 +7,57 @@
 from __future__ import annotations
 
 import functools
-import os
 
-from bsa_jax import config_lib
+from absl import logging
+
 from bsa_jax.data import io
 from bsa_jax.data import readers
 from bsa_jax.data import registry
 from bsa_jax.data import split_lists
+from bsa_jax.data import volumes
 
 VOLUME_DATASETS = ("acdc", "synapse")
-
-
-def parse_entry(entry: str) -> tuple[str, str]:
-  dataset, sep, split = entry.partition(":")
-  if not sep or not dataset or not split:
-    raise io.DataError(f"dataset entry {entry!r} must look like '<dataset>:<split>', e.g. "
-                       "'kvasir_seg:pranet_train'.")
-  return dataset.strip(), split.strip()
-
-
-def data_root(data_config) -> str:
-  return os.path.abspath(os.path.expanduser(data_config.root or config_lib.default_data_root()))
 
 
 def _cfg(data_config, key, default):
   return data_config.get(key, default) if hasattr(data_config, "get") else default
 
 
-def select(examples: list[registry.Example], ids: list[str], where: str, entry: str) -> list:
-  """The examples with `ids` in that order; ids missing on disk are an error naming them."""
-  by_id = {e.id: e for e in examples}
-  missing = [i for i in ids if i not in by_id]
-  if missing:
-    shown = ", ".join(missing[:8]) + (f" and {len(missing) - 8} more" if len(missing) > 8 else "")
-    raise io.DataError(
-        f"'{entry}': {len(missing)} of the split's {len(ids)} ids are not on disk in {where}: {shown}. "
-        "The folder holds only part of the release (the shared data has e.g. only PraNet's ClinicDB "
-        "train part and 60 ColonDB frames); download the full dataset, or use the split "
-        f"'{entry.partition(':')[0]}:all' to take whatever is present.")
-  return [by_id[i] for i in ids]
+def _max_pixels(data_config) -> int | None:
+  """config.data.max_pixels; 0 or less means no limit of ours (PIL's bomb check still applies)."""
+  limit = int(_cfg(data_config, "max_pixels", io.DEFAULT_MAX_PIXELS))
+  return limit if limit > 0 else None
 
 
 @functools.lru_cache(maxsize=64)
-def _folder_reader(root: str, entry: str, split_seed: int, verify: str) -> readers.FolderReader:
-  dataset, split = parse_entry(entry)
+def _folder_reader(root: str, entry: str, split_seed: int, verify: str,
+                   max_pixels: int | None = io.DEFAULT_MAX_PIXELS) -> readers.FolderReader:
+  dataset, split = split_lists.parse_entry(entry)
   examples = registry.find_examples(dataset, root)
   ids = split_lists.split_ids(dataset, split, examples, seed=split_seed)
   where = registry.dataset_dir(dataset, root)
-  reader = readers.FolderReader(tuple(select(examples, ids, where, entry)))
-  if verify == "headers":
-    reader.verify_headers()
-  elif verify == "full":
-    for i in range(len(reader)):
-      reader.read(i)
-  elif verify != "none":
-    raise ValueError(f"--config.data.verify={verify!r} must be 'none', 'headers' or 'full'.")
+  reader = readers.FolderReader(tuple(split_lists.select(examples, ids, where, entry)),
+                                max_pixels=max_pixels)
+  stats = reader.verify(verify)  # before anything compiles: a bad file fails here, named
+  if verify != "none":
+    logging.info("data.verify=%s: %d pairs of %s are usable (%d files decoded, %d known from the "
+                 "cache) in %.1f s", verify, stats["pairs"], entry, stats["decoded"], stats["cached"],
+                 stats["seconds"])
   return reader
 
 
 def reader_for(data_config, entry: str):
   """A reader over `entry`'s examples in split order (cached per process)."""
-  dataset, _ = parse_entry(entry)
-  root = data_root(data_config)
+  dataset, _ = split_lists.parse_entry(entry)
+  root = split_lists.data_root(data_config)
   split_seed = int(_cfg(data_config, "split_seed", split_lists.SEED))
   if dataset in VOLUME_DATASETS:
-    from bsa_jax.data import volumes
     return volumes.slice_reader(dataset, root, entry, split_seed)
   source = _cfg(data_config, "source", "folder")
-  if source == "folder":
-    return _folder_reader(root, entry, split_seed, _cfg(data_config, "verify", "headers"))
+  if source == "folder" or registry.is_own_folder(dataset):
+    return _folder_reader(root, entry, split_seed, _cfg(data_config, "verify", "full"),
+                          _max_pixels(data_config))
   if source == "tfds":
-    from bsa_jax.data import tfds_source
+    from bsa_jax.data import tfds_source  # imports tensorflow_datasets: only for source=tfds
     return tfds_source.reader(data_config, entry)
   raise ValueError(f"--config.data.source={source!r} must be 'folder' or 'tfds'.")

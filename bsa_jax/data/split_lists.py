@@ -14,6 +14,10 @@ which must reproduce them byte for byte (tested). Split names:
   all              Every pair on disk.
 Datasets without a committed file (ids not known in advance: PH2, ISIC, HAM10000, CVC-300, synthetic)
 get the same seeded splits computed from the ids found on disk.
+
+One's own dataset is the entry `folder:<path>[:all|train|val]` (images/ and masks/ inside): `train`
+and `val` are a seeded 90/10 split of its pairs, and `--config.data.train=folder:<path>` alone trains
+on the first and selects checkpoints on the second (`resolve_folder_entries`).
 """
 
 from __future__ import annotations
@@ -21,9 +25,13 @@ from __future__ import annotations
 import json
 import os
 import zlib
+from typing import Collection
 
 import numpy as np
+from absl import flags
 
+from bsa_jax import cli
+from bsa_jax import config_lib
 from bsa_jax.data import io
 from bsa_jax.data import registry
 
@@ -79,6 +87,45 @@ COMMITTED = ("kvasir_seg", "cvc_clinicdb", "cvc_colondb", "etis")
 SPLIT_NAMES = ("all", "pranet_train", "pranet_val", "pranet_test", "pranet_trainval",
                "paper712_train", "paper712_val", "paper712_test",
                "official_train", "official_val", "official_test")
+
+
+FOLDER_PARTS = ("all", "train", "val")  # of a `folder:<path>` entry
+
+
+def parse_entry(entry: str) -> tuple[str, str]:
+  """(dataset, split) of '<dataset>:<split>'; `folder:<path>[:<part>]` gives ('folder:<abs path>', part)."""
+  if registry.is_own_folder(entry):
+    rest = entry[len(registry.OWN_FOLDER):].strip()
+    path, sep, part = rest.rpartition(":")
+    if not sep or part not in FOLDER_PARTS:
+      path, part = rest, "all"
+    if not path:
+      raise io.DataError(f"dataset entry {entry!r} names no folder; write 'folder:/path/to/dataset' "
+                         "(images/ and masks/ inside).")
+    return registry.OWN_FOLDER + os.path.abspath(os.path.expanduser(path)), part
+  dataset, sep, split = entry.partition(":")
+  if not sep or not dataset or not split:
+    raise io.DataError(f"dataset entry {entry!r} must look like '<dataset>:<split>', e.g. "
+                       "'kvasir_seg:pranet_train'.")
+  return dataset.strip(), split.strip()
+
+
+def data_root(data_config) -> str:
+  return os.path.abspath(os.path.expanduser(data_config.root or config_lib.default_data_root()))
+
+
+def select(examples: list[registry.Example], ids: list[str], where: str, entry: str) -> list:
+  """The examples with `ids` in that order; ids missing on disk are an error naming them."""
+  by_id = {e.id: e for e in examples}
+  missing = [i for i in ids if i not in by_id]
+  if missing:
+    shown = ", ".join(missing[:8]) + (f" and {len(missing) - 8} more" if len(missing) > 8 else "")
+    raise io.DataError(
+        f"'{entry}': {len(missing)} of the split's {len(ids)} ids are not on disk in {where}: {shown}. "
+        "The folder holds only part of the release (the shared data has e.g. only PraNet's ClinicDB "
+        "train part and 60 ColonDB frames); download the full dataset, or use the split "
+        f"'{entry.partition(':')[0]}:all' to take whatever is present.")
+  return [by_id[i] for i in ids]
 
 
 def _rng(dataset: str, purpose: str, seed: int) -> np.random.Generator:
@@ -141,9 +188,56 @@ def load_committed(dataset: str, directory: str = SPLITS_DIR) -> dict[str, list[
     return json.load(f)["splits"]
 
 
+def folder_split(ids, part: str, seed: int = SEED) -> list[str]:
+  """One's own folder: 'val' is a seeded VAL_FRACTION of `ids` (at least one), 'train' the rest."""
+  ids = _sorted(set(ids))
+  if part == "all":
+    return ids
+  n_val = max(1, int(round(VAL_FRACTION * len(ids)))) if len(ids) > 1 else 0
+  val = set(_rng(registry.OWN_FOLDER, "val", seed).permutation(ids)[:n_val].tolist())
+  return [i for i in ids if (i in val) == (part == "val")]
+
+
+def resolve_folder_entries(data_config, overridden: Collection[str] = ()) -> list[str]:
+  """Training on one's own folder with one override: `--config.data.train=folder:/path/to/dataset`.
+
+  Makes every `folder:` entry absolute (config.json records where the data was). When `data.train`
+  names a whole folder and `data.val` was not overridden, training takes the folder's seeded 90 %
+  ('train' part) and validation, which picks the checkpoint, the other 10 % ('val'); without a
+  `data.test` override there is no test set (the config's benchmark sets are not the folder's).
+
+  Args:
+    data_config: `config.data`, changed in place.
+    overridden: the config keys given on the command line, e.g. {'data.train', 'data.val'}.
+
+  Returns:
+    What was decided, one line each, for the log.
+  """
+  for which in ("train", "val", "test"):
+    data_config[which] = tuple(":".join(parse_entry(e)) if registry.is_own_folder(e) else e
+                               for e in data_config[which])
+  whole = [e for e in data_config.train if registry.is_own_folder(e) and parse_entry(e)[1] == "all"]
+  notes = []
+  if whole and "data.val" not in overridden:
+    folders = [parse_entry(e)[0] for e in whole]
+    data_config.train = tuple(f"{parse_entry(e)[0]}:train" if e in whole else e
+                              for e in data_config.train)
+    data_config.val = tuple(f"{f}:val" for f in folders)
+    notes.append(f"config.data.train={data_config.train}: a seeded {VAL_FRACTION:.0%} of each folder "
+                 f"is held out for validation, config.data.val={data_config.val} (or pass "
+                 "--config.data.val).")
+  if whole and "data.test" not in overridden:
+    data_config.test = ()
+    notes.append("config.data.test=(): no test set for a folder of your own; pass e.g. "
+                 "--config.data.test=folder:/path/to/test_set to score one.")
+  return notes
+
+
 def split_ids(dataset: str, split: str, examples: list[registry.Example],
               seed: int = SEED) -> list[str]:
   """Ids of `dataset:split`: from the committed JSON, else seeded from the ids on disk."""
+  if registry.is_own_folder(dataset):
+    return folder_split([e.id for e in examples], split, seed)
   if split not in SPLIT_NAMES:
     raise io.DataError(f"unknown split '{dataset}:{split}'; splits are {', '.join(SPLIT_NAMES)}.")
   on_disk = [e.id for e in examples]
@@ -165,28 +259,34 @@ def split_ids(dataset: str, split: str, examples: list[registry.Example],
   return splits[split]
 
 
-def main(argv=None) -> None:
-  import argparse
-  from bsa_jax import config_lib
-  parser = argparse.ArgumentParser(description="Regenerates bsa_jax/data/splits/*.json.")
-  parser.add_argument("--root", default=config_lib.default_data_root())
-  parser.add_argument("--out", default=SPLITS_DIR)
-  args = parser.parse_args(argv)
-  os.makedirs(args.out, exist_ok=True)
+def define_flags() -> None:
+  """The command's flags, defined only when it runs as one (importing the library defines none)."""
+  flags.DEFINE_string("root", config_lib.default_data_root(), "Data root holding kvasir_seg.")
+  flags.DEFINE_string("out", SPLITS_DIR, "Folder for the split JSONs.")
+
+
+def main(argv) -> int:
+  """Regenerates bsa_jax/data/splits/*.json."""
+  if len(argv) > 1:
+    raise cli.UserError(f"unexpected arguments {argv[1:]}; flags look like --name=value.")
+  root, out = flags.FLAGS.root, flags.FLAGS.out
+  os.makedirs(out, exist_ok=True)
   for dataset in COMMITTED:
     if dataset in KNOWN_IDS:
       ids = KNOWN_IDS[dataset]
     else:  # Kvasir: take the ids from disk, or from the committed file when the data is absent
       try:
-        ids = [e.id for e in registry.find_examples(dataset, args.root)]
+        ids = [e.id for e in registry.find_examples(dataset, root)]
       except io.DataError:
         ids = (load_committed(dataset) or {}).get("all")
         if not ids:
           raise
-    with open(split_file(dataset, args.out), "w") as f:
+    with open(split_file(dataset, out), "w") as f:
       f.write(to_json(dataset, make_splits(dataset, ids)))
-    print(f"wrote {split_file(dataset, args.out)}")
+    print(f"wrote {split_file(dataset, out)}")
+  return 0
 
 
 if __name__ == "__main__":
-  main()
+  define_flags()
+  cli.run(main, prog="python -m bsa_jax.data.split_lists")

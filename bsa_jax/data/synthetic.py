@@ -4,6 +4,8 @@ Each image is a pinkish, textured "mucosa" with darker vessels, a vignette and s
 one or two blobby polyps (redder, darker rim, soft edge, own highlights). Masks are exact: a pixel is
 foreground iff it lies inside a polyp's boundary curve. Everything is a function of (seed, index), so
 every machine writes identical PNGs. Files go to `<root>/synthetic_polyps/{images,masks}` on first use.
+
+  python -m bsa_jax.data.synthetic [FOLDER]     # writes the set to FOLDER (default ./synthetic_polyps)
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import tempfile
 import numpy as np
 from PIL import Image, ImageDraw
 from scipy import ndimage
+
+from bsa_jax import cli
 
 NUM_IMAGES = 240
 SEED = 20240
@@ -163,7 +167,13 @@ def ensure(folder: str) -> str:
   return folder
 
 
+def main(argv) -> int:
+  """Writes the dataset to the folder given (default ./synthetic_polyps) and prints its path."""
+  if len(argv) > 2:
+    raise cli.UserError(f"give at most one folder, not {argv[1:]}")
+  print(ensure(argv[1] if len(argv) > 1 else "synthetic_polyps"))
+  return 0
+
+
 if __name__ == "__main__":
-  import sys
-  target = sys.argv[1] if len(sys.argv) > 1 else "synthetic_polyps"
-  print(ensure(target))
+  cli.run(main, prog="python -m bsa_jax.data.synthetic")

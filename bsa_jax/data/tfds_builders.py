@@ -1,6 +1,6 @@
 """tfds builders (array_record, no TensorFlow needed) for the 2D polyp and skin-lesion datasets.
 
-  python -m bsa_jax.data.tfds_builders kvasir_seg [--manual_dir DIR] [--data_dir DIR]
+  python -m bsa_jax.data.tfds_builders kvasir_seg [--manual_dir=DIR] [--data_dir=DIR]
 
 Each builder writes one split, 'full' (every pair of the release, sorted by id, with the release's own
 folder split in 'official_split'); our train/val/test splits are applied on top by id from the split JSONs
@@ -19,13 +19,14 @@ with `--register_checksums`.
 
 from __future__ import annotations
 
-import argparse
 import os
-import sys
 
 import numpy as np
+from absl import flags
 from PIL import Image
 
+from bsa_jax import cli
+from bsa_jax import config_lib
 from bsa_jax.data import io
 from bsa_jax.data import registry
 
@@ -180,17 +181,22 @@ def build(name: str, *, data_dir: str, manual_dir: str | None = None) -> tfds.co
   return builder
 
 
-def main(argv=None) -> int:
-  from bsa_jax import config_lib
-  parser = argparse.ArgumentParser(description="Builds a bsa_jax tfds dataset (array_record).")
-  parser.add_argument("name", choices=sorted(BUILDERS))
-  parser.add_argument("--manual_dir", default=None, help="folder holding the downloaded release")
-  parser.add_argument("--data_dir", default=default_data_dir(config_lib.default_data_root()))
-  args = parser.parse_args(argv)
-  builder = build(args.name, data_dir=args.data_dir, manual_dir=args.manual_dir)
-  print(f"built {args.name}: {builder.info.splits[FULL_SPLIT].num_examples} examples in {builder.data_dir}")
+def define_flags() -> None:
+  """The command's flags, defined only when it runs as one (importing the library defines none)."""
+  flags.DEFINE_string("manual_dir", None, "Folder holding the downloaded release.")
+  flags.DEFINE_string("data_dir", default_data_dir(config_lib.default_data_root()),
+                      "tfds data_dir the dataset is built into.")
+
+
+def main(argv) -> int:
+  if len(argv) != 2 or argv[1] not in BUILDERS:
+    raise cli.UserError(f"give one dataset name: {', '.join(sorted(BUILDERS))}")
+  name = argv[1]
+  builder = build(name, data_dir=flags.FLAGS.data_dir, manual_dir=flags.FLAGS.manual_dir)
+  print(f"built {name}: {builder.info.splits[FULL_SPLIT].num_examples} examples in {builder.data_dir}")
   return 0
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  define_flags()
+  cli.run(main, prog="python -m bsa_jax.data.tfds_builders")

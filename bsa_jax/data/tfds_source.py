@@ -15,8 +15,8 @@ from PIL import Image
 
 from bsa_jax.data import io
 from bsa_jax.data import registry
-from bsa_jax.data import sources
 from bsa_jax.data import split_lists
+from bsa_jax.data import tfds_builders
 
 os.environ.setdefault("TFDS_DISABLE_TF", "1")
 
@@ -72,7 +72,7 @@ class TfdsReader:
     r = _data_source(self.builder_dir)[index]
     where = f"{self.builder_dir} record {index} ('{example_id}')"
     image = np.asarray(_open_blob(r["image"], where).convert("RGB"), np.uint8)  # (H, W, 3)
-    mask = io.binarize_mask(np.asarray(_open_blob(r["mask"], where).convert("L"), np.uint8))
+    mask = io.binarize_mask(np.asarray(_open_blob(r["mask"], where).convert("L"), np.uint8), where)
     if image.shape[:2] != mask.shape:
       raise io.DataError(f"{where}: image {image.shape[:2]} and mask {mask.shape} differ; rebuild.")
     return {"id": example_id, "image": image, "mask": mask}
@@ -93,15 +93,14 @@ def builder_dir(data_dir: str, name: str) -> str:
 
 def reader(data_config, entry: str) -> TfdsReader:
   """The TfdsReader of '<dataset>:<split>' (ids selected by the same split JSONs as folders)."""
-  from bsa_jax.data import tfds_builders
-  dataset, split = sources.parse_entry(entry)
+  dataset, split = split_lists.parse_entry(entry)
   registry.spec(dataset)
   data_dir = data_config.get("tfds_data_dir", "") or tfds_builders.default_data_dir(
-      sources.data_root(data_config))
+      split_lists.data_root(data_config))
   path = builder_dir(data_dir, dataset)
   index = _index(path)
   examples = [registry.Example(i, "", "", official) for i, _, official in index]
   ids = split_lists.split_ids(dataset, split, examples, seed=int(data_config.get("split_seed", 0)))
-  chosen = sources.select(examples, ids, path, entry)
+  chosen = split_lists.select(examples, ids, path, entry)
   by_id = {i: idx for i, idx, _ in index}
   return TfdsReader(path, tuple((e.id, by_id[e.id]) for e in chosen))

@@ -1,6 +1,6 @@
 """ACDC (cardiac MRI) and Synapse (abdominal CT): multi-class 2D slices for training, volumes for testing.
 
-Layouts read (SPEC section 1.3):
+Layouts read (docs/DECISIONS.md#r1):
   ACDC, SSL4MIS:   <dir>/data/[slices/]patientXXX_frameYY_slice_K.h5 (train slices) and
                    <dir>/data/patientXXX_frameYY.h5 (volumes); optional <dir>/{train_slices,val,test}.list.
   ACDC, MT-UNet:   <dir>/{train,valid}/*.npz (slices, keys 'img' | 'image', 'label'),
@@ -27,7 +27,7 @@ from bsa_jax.data import registry
 NUM_CLASSES = {"acdc": 4, "synapse": 9}
 DIRS = {"acdc": ("acdc", "acdc_ssl4mis_subset", "ACDC"),
         "synapse": ("synapse", "Synapse", "project_TransUNet/data/Synapse", "data/Synapse")}
-# TransUNet/MERIT split (SPEC 1.3): 18 train and 12 test CT volumes.
+# TransUNet/MERIT split (DECISIONS R1): 18 train and 12 test CT volumes.
 SYNAPSE_TRAIN_CASES = (5, 6, 7, 9, 10, 21, 23, 24, 26, 27, 28, 30, 31, 33, 34, 37, 39, 40)
 SYNAPSE_TEST_CASES = (1, 2, 3, 4, 8, 22, 25, 29, 32, 35, 36, 38)
 HU_WINDOW = (-125.0, 275.0)

@@ -1,52 +1,46 @@
 """Scores saved predictions against ground-truth masks with the PraNet-toolbox metrics.
 
-  python -m bsa_jax.eval --pred-dir results/Kvasir --gt-dir ../shared/data/kvasir_seg/masks
-      [--name Kvasir] [--pred-dir P2 --gt-dir G2 --name N2 ...] [--out results/metrics] [--per-image]
+  python -m bsa_jax.eval --pred_dir=results/Kvasir --gt_dir=$BSA_DATA_DIR/kvasir_seg/masks
+      [--name=Kvasir] [--pred_dir=P2 --gt_dir=G2 --name=N2 ...] [--out=results/metrics] [--per_image]
 
 Predictions pair with masks by file stem, also the image stems of the public releases (ColonDB mask
 `p12` <- prediction `12`, PH2 `IMD003_lesion` <- `IMD003`). A dataset root holding `masks/` may be
-given as --gt-dir. Predictions of another size are resized bilinearly (align_corners=False) to the
+given as --gt_dir. Predictions of another size are resized bilinearly (align_corners=False) to the
 mask's size; the toolbox would use MATLAB's bicubic imresize. Prints one Markdown row per dataset
-and writes OUT.csv and OUT.json (and OUT_per_image.csv with --per-image).
+and writes OUT.csv and OUT.json (and OUT_per_image.csv with --per_image).
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import os
 import sys
 
 import numpy as np
+from absl import flags
 from tqdm import tqdm
 
+from bsa_jax import cli
 from bsa_jax.eval import io, metrics, tables
 
 PER_IMAGE_FIELDS = ("dice_mean", "iou_mean", "s_alpha", "fw", "em_mean", "em_adaptive", "mae",
                     "dice@0.5", "iou@0.5")
 
 
-def parse_args(argv):
-  parser = argparse.ArgumentParser(prog="python -m bsa_jax.eval", description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--pred-dir", action="append", required=True,
-                      help="folder of predicted maps (8-bit, 16-bit or float [0,1] images); "
-                           "repeat with --gt-dir for several datasets")
-  parser.add_argument("--gt-dir", action="append", required=True,
-                      help="folder of ground-truth masks, or a dataset root with masks/")
-  parser.add_argument("--name", action="append", default=None,
-                      help="dataset name per --pred-dir (default: the GT folder's name)")
-  parser.add_argument("--out", default="polyp_metrics",
-                      help="output path without extension (a .csv/.json suffix is dropped)")
-  parser.add_argument("--per-image", action="store_true", help="also write OUT_per_image.csv")
-  parser.add_argument("--quiet", action="store_true", help="no progress bar")
-  args = parser.parse_args(argv)
-  if len(args.pred_dir) != len(args.gt_dir):
-    parser.error("give one --gt-dir for every --pred-dir")
-  if args.name is not None and len(args.name) != len(args.pred_dir):
-    parser.error("give one --name for every --pred-dir (or none)")
-  return args
+def define_flags() -> None:
+  """The command's flags, defined only when it runs as one (importing this module defines none)."""
+  flags.DEFINE_multi_string(
+      "pred_dir", None, "Folder of predicted maps (8-bit, 16-bit or float [0,1] images); repeat "
+      "with --gt_dir for several datasets.")
+  flags.DEFINE_multi_string("gt_dir", None,
+                            "Folder of ground-truth masks, or a dataset root with masks/.")
+  flags.DEFINE_multi_string("name", None,
+                            "Dataset name per --pred_dir (default: the GT folder's name).")
+  flags.DEFINE_string("out", "polyp_metrics",
+                      "Output path without extension (a .csv/.json suffix is dropped).")
+  flags.DEFINE_bool("per_image", False, "Also write OUT_per_image.csv.")
+  flags.DEFINE_bool("quiet", False, "No progress bar.")
 
 
 def default_name(gt_dir: str) -> str:
@@ -56,22 +50,46 @@ def default_name(gt_dir: str) -> str:
   return os.path.basename(os.path.dirname(path)) if base.lower() in ("masks", "gt") else base
 
 
-def score_pair(pair: io.Pair) -> tuple[dict, bool]:
-  """The record of one (prediction, mask) file pair and whether the prediction was resized."""
-  gt = io.read_gt(pair.gt_path)
-  pred = io.read_prediction(pair.pred_path)
+def score_pair(pair: io.Pair, max_pixels: int | None = None) -> tuple[dict, bool]:
+  """The record of one (prediction, mask) file pair and whether the prediction was resized.
+
+  Scored at the mask's size, one pair at a time: at most the mask, the prediction and the metrics'
+  working maps of this pair are in memory. Files above `max_pixels` (None: PIL's decompression-bomb
+  limit) are refused with an EvalInputError naming the file.
+  """
+  gt = io.read_gt(pair.gt_path, max_pixels)
+  pred = io.read_prediction(pair.pred_path, max_pixels)
   resized = pred.shape != gt.shape
   if resized:
-    pred = np.clip(metrics.resize_prediction(pred, gt.shape), 0, 1)
+    pred = _resize_in_bands(pred, gt.shape)
   return metrics.image_scores(pred, gt), resized
 
 
-def evaluate_dir(pred_dir: str, gt_dir: str, name: str, progress: bool = True):
-  """Dataset-level scores, per-image rows and counts for one prediction folder."""
+def _resize_in_bands(pred: np.ndarray, shape: tuple[int, int], rows: int = 256) -> np.ndarray:
+  """`np.clip(metrics.resize_prediction(pred, shape), 0, 1)`, the same bits, one band of output rows
+  at a time: one full-size float64 map instead of three."""
+  x = pred / 255 if pred.dtype == np.uint8 else pred.astype(np.float64)
+  (h, w), (out_h, out_w) = x.shape, shape
+  y0, y1, wy = metrics._linear_taps(h, out_h)
+  x0, x1, wx = metrics._linear_taps(w, out_w)
+  out = np.empty(shape, np.float64)
+  for a in range(0, out_h, rows):
+    b = min(out_h, a + rows)
+    band = x[y0[a:b], :] * (1 - wy[a:b])[:, None] + x[y1[a:b], :] * wy[a:b][:, None]  # (b - a, w)
+    out[a:b] = band[:, x0] * (1 - wx) + band[:, x1] * wx
+  return np.clip(out, 0, 1, out=out)
+
+
+def evaluate_dir(pred_dir: str, gt_dir: str, name: str, progress: bool = True,
+                 max_pixels: int | None = None):
+  """Dataset-level scores, per-image rows and counts for one prediction folder.
+
+  `max_pixels`: prediction and mask files above it are refused, naming the file (None: PIL's limit).
+  """
   pairs, unused = io.match_pairs(pred_dir, gt_dir)
   records, per_image, num_resized = [], [], 0
   for pair in tqdm(pairs, desc=name, unit="img", disable=not progress, file=sys.stderr):
-    record, resized = score_pair(pair)
+    record, resized = score_pair(pair, max_pixels)
     num_resized += resized
     records.append(record)
     per_image.append({"dataset": name, "name": pair.name, **_per_image_row(record)})
@@ -124,27 +142,40 @@ def markdown(results: dict) -> str:
   return tables.markdown_table(["Dataset", "n", *names], rows)
 
 
-def main(argv=None) -> dict:
-  args = parse_args(argv)
-  names = args.name or [default_name(g) for g in args.gt_dir]
+def score_dirs(pred_dirs, gt_dirs, names, progress: bool = True) -> tuple[dict, list]:
+  """{name: dataset scores} and the per-image rows of every (prediction, GT) folder pair."""
   results, per_image = {}, []
+  for pred_dir, gt_dir, name in zip(pred_dirs, gt_dirs, names):
+    summary, rows, unused = evaluate_dir(pred_dir, gt_dir, name, progress=progress)
+    results[name], per_image = summary, per_image + rows
+    if unused:
+      print(f"warning: {len(unused)} prediction(s) in {pred_dir} have no mask, e.g. "
+            f"{os.path.basename(unused[0])}; they were not scored", file=sys.stderr)
+    if summary["num_resized"]:
+      print(f"note: {summary['num_resized']} prediction(s) of {name} were resized to their "
+            f"mask's size (bilinear)", file=sys.stderr)
+  return results, per_image
+
+
+def main(argv) -> int:
+  f = flags.FLAGS
+  if len(argv) > 1:
+    raise cli.UserError(f"unexpected arguments {argv[1:]}; give each folder with --pred_dir/--gt_dir.")
+  if not f.pred_dir or not f.gt_dir or len(f.pred_dir) != len(f.gt_dir):
+    raise cli.UserError("give one --gt_dir for every --pred_dir (at least one pair).")
+  if f.name is not None and len(f.name) != len(f.pred_dir):
+    raise cli.UserError("give one --name for every --pred_dir (or none).")
+  names = f.name or [default_name(g) for g in f.gt_dir]
   try:
-    for pred_dir, gt_dir, name in zip(args.pred_dir, args.gt_dir, names):
-      summary, rows, unused = evaluate_dir(pred_dir, gt_dir, name, progress=not args.quiet)
-      results[name], per_image = summary, per_image + rows
-      if unused:
-        print(f"warning: {len(unused)} prediction(s) in {pred_dir} have no mask, e.g. "
-              f"{os.path.basename(unused[0])}; they were not scored", file=sys.stderr)
-      if summary["num_resized"]:
-        print(f"note: {summary['num_resized']} prediction(s) of {name} were resized to their "
-              f"mask's size (bilinear)", file=sys.stderr)
-  except io.EvalInputError as e:
-    sys.exit(f"error: {e}")
+    results, per_image = score_dirs(f.pred_dir, f.gt_dir, names, progress=not f.quiet)
+  except io.EvalInputError as e:  # a file or folder the user gave: named in the message
+    raise cli.UserError(str(e)) from None
   print(markdown(results))
-  for path in write_outputs(results, per_image, args.out, args.per_image):
+  for path in write_outputs(results, per_image, f.out, f.per_image):
     print(f"wrote {path}", file=sys.stderr)
-  return results
+  return 0
 
 
 if __name__ == "__main__":
-  main()
+  define_flags()
+  cli.run(main, prog="python -m bsa_jax.eval")

@@ -1,6 +1,6 @@
 """Training curves of a run: loss, validation scores and learning rate against epochs, as one PNG.
 
-  python -m bsa_jax.eval.curves --workdir workdirs/kvasir      # -> workdirs/kvasir/training_curves.png
+  python -m bsa_jax.eval.curves --workdir=workdirs/kvasir      # -> workdirs/kvasir/training_curves.png
 
 Reads the run's `metrics.jsonl`. A resumed run appends the steps it replays after its last checkpoint
 again; the later record of a step wins, so the curve is the one the surviving run followed. A line
@@ -9,13 +9,14 @@ torn by a kill mid-write is skipped with a warning.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
-import sys
 
 import numpy as np
+from absl import flags
+
+from bsa_jax import cli
 
 LOSS_KEYS = ("loss", "loss_main", "loss_side", "loss_points")
 VAL_KEYS = ("val/mDSC", "val/mIoU")
@@ -111,14 +112,21 @@ def plot_training_curves(workdir: str, out_path: str | None = None, title: str |
   return out_path
 
 
-def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--workdir", required=True, help="a run's workdir (holds metrics.jsonl)")
-  parser.add_argument("--out", default=None, help="PNG path (default <workdir>/training_curves.png)")
-  args = parser.parse_args(argv)
-  print(plot_training_curves(args.workdir, args.out))
+def define_flags() -> None:
+  """The command's flags, defined only when it runs as one (importing the library defines none)."""
+  flags.DEFINE_string("workdir", None, "A run's workdir (holds metrics.jsonl).")
+  flags.DEFINE_string("out", None, "PNG path (default <workdir>/training_curves.png).")
+
+
+def main(argv) -> int:
+  if len(argv) > 1:
+    raise cli.UserError(f"unexpected arguments {argv[1:]}; flags look like --name=value.")
+  if not flags.FLAGS.workdir:
+    raise cli.UserError("--workdir is required, e.g. --workdir=workdirs/kvasir")
+  print(plot_training_curves(flags.FLAGS.workdir, flags.FLAGS.out))
   return 0
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  define_flags()
+  cli.run(main, prog="python -m bsa_jax.eval.curves")

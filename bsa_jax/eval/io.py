@@ -2,6 +2,11 @@
 
 Conventions of the PraNet toolbox (eval/main.m): an RGB mask is converted to grey with MATLAB's
 `rgb2gray` weights, then binarised with `> 128`; an RGB prediction contributes its first channel.
+Masks are read by the one mask rule of the whole code base, `bsa_jax.data.io.binary_mask`: the
+toolbox's reading, extended to 1-bit and 0/1-coded files (which the toolbox would empty).
+
+Memory: a file is decoded once into PIL's buffer and handed over as one uint8/bool array (no float
+copies); files above `max_pixels` (default: PIL's decompression-bomb limit) are refused, naming them.
 """
 
 from __future__ import annotations
@@ -13,11 +18,11 @@ import re
 import numpy as np
 from PIL import Image
 
+from bsa_jax.data import io as data_io
+
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp", ".ppm",
                     ".pgm", ".pbm")
 GT_THRESHOLD = 128  # gt = grey > 128
-# MATLAB rgb2gray: the first row of the inverse NTSC (YIQ) matrix.
-_RGB2GRAY = np.array([0.298936021293775, 0.587043074451121, 0.114020904255103])
 
 
 class EvalInputError(ValueError):
@@ -111,47 +116,56 @@ def match_pairs(pred_dir: str, gt_dir: str) -> tuple[list[Pair], list[str]]:
 # ------------------------------------------------------------------------------------------------
 # Reading.
 # ------------------------------------------------------------------------------------------------
-def _open(path: str, what: str, fix: str) -> Image.Image:
+def _open(path: str, what: str, fix: str, max_pixels: int | None = None) -> Image.Image:
+  """Decodes `path`; every failure (PIL's decompression-bomb check included) names the file."""
   try:
-    image = Image.open(path)
+    image = data_io.open_lazy(path, max_pixels)
+  except data_io.DataError as e:
+    raise EvalInputError(f"{what} {e}") from None
+  try:
     image.load()
     return image
-  except (OSError, ValueError, SyntaxError) as e:  # PIL raises these for bad or truncated files
-    raise EvalInputError(f"cannot read {what} {path}: {e}. {fix}") from e
+  except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+    # PIL raises these for bad or truncated files
+    raise EvalInputError(f"cannot read {what} {path}: {e}. {fix}") from None
 
 
 def rgb_to_gray(rgb: np.ndarray) -> np.ndarray:
   """MATLAB's rgb2gray on uint8 RGB: weighted sum rounded half away from zero."""
-  grey = rgb[..., :3].astype(np.float64) @ _RGB2GRAY
-  return np.clip(np.floor(grey + 0.5), 0, 255).astype(np.uint8)
+  return data_io.rgb_to_gray(rgb)
 
 
-def read_gt(path: str) -> np.ndarray:
-  """(H, W) bool mask: grey (rgb2gray for colour) > 128; 1-bit masks as they are."""
-  image = _open(path, "mask", "Re-save it as an 8-bit or 1-bit PNG with 0/255 values.")
-  if image.mode == "1":
-    # PIL's bool arrays store True as byte 255; compare to get canonical bools (XLA reads bytes).
-    return np.asarray(image) != 0
-  if image.mode in ("I;16", "I;16B", "I;16L"):
-    grey = np.array(image, dtype=np.float64) / 257  # 16-bit to the 8-bit scale
-  elif image.mode in ("I", "F"):
-    grey = np.array(image, dtype=np.float64)
-  elif image.mode in ("L", "LA"):
-    grey = np.array(image.convert("L"))
-  else:
-    grey = rgb_to_gray(np.array(image.convert("RGB")))
-  peak = grey.max()
-  if 0 < peak <= GT_THRESHOLD:
-    raise EvalInputError(
-        f"mask {path} has values up to {peak:g} only, so binarising at > {GT_THRESHOLD} (the "
-        f"toolbox convention) would empty it. Save masks with 0/255 values.")
-  return grey > GT_THRESHOLD
+def read_gt(path: str, max_pixels: int | None = None) -> np.ndarray:
+  """(H, W) bool mask by the mask rule (`bsa_jax.data.io.MASK_RULE`): grey (rgb2gray for colour)
+  > 128 as the toolbox reads it; 1-bit masks as they are; a 0/1-coded mask's ones are foreground.
+
+  Raises EvalInputError naming the file for an unreadable file, one above `max_pixels` (None: PIL's
+  decompression-bomb limit) or a mask the rule refuses (e.g. many grey levels, values up to 100).
+  """
+  image = _open(path, "mask", "Re-save it as an 8-bit or 1-bit PNG with 0/255 values.", max_pixels)
+  try:
+    return data_io.binary_mask(image, path)
+  except data_io.DataError as e:
+    raise EvalInputError(f"mask {e}") from None
+  finally:
+    image.close()
 
 
-def read_prediction(path: str) -> np.ndarray:
-  """(H, W) uint8 map, or float64 in [0, 1] for 16-bit and float images (first channel of colour)."""
+def read_prediction(path: str, max_pixels: int | None = None) -> np.ndarray:
+  """(H, W) uint8 map, or float64 in [0, 1] for 16-bit and float images (first channel of colour).
+
+  Raises EvalInputError naming the file if it is unreadable or above `max_pixels` (None: PIL's
+  decompression-bomb limit).
+  """
   fix = "Re-save it as an 8-bit grey PNG (0-255) or a float32 TIFF with values in [0, 1]."
-  image = _open(path, "prediction", fix)
+  image = _open(path, "prediction", fix, max_pixels)
+  try:
+    return _prediction_array(image, path, fix)
+  finally:
+    image.close()
+
+
+def _prediction_array(image: Image.Image, path: str, fix: str) -> np.ndarray:
   if image.mode in ("I;16", "I;16B", "I;16L"):
     return np.array(image, dtype=np.float64) / 65535
   if image.mode == "F":
@@ -162,6 +176,10 @@ def read_prediction(path: str) -> np.ndarray:
     return pred
   if image.mode == "I":
     raise EvalInputError(f"32-bit integer prediction {path} is not supported. {fix}")
-  if image.mode in ("1", "L", "LA", "P", "PA"):
-    return np.array(image.convert("L"))
-  return np.array(image.convert("RGB"))[..., 0]  # the toolbox reads sal(:,:,1)
+  if image.mode == "L":
+    return np.asarray(image)  # one copy of PIL's buffer, no conversion
+  if image.mode in ("1", "LA", "P", "PA"):
+    return np.asarray(image.convert("L"))
+  if image.mode in ("RGB", "RGBA", "RGBX"):
+    return np.asarray(image.getchannel(0))  # the toolbox reads sal(:,:,1)
+  return np.asarray(image.convert("RGB").getchannel(0))

@@ -1,7 +1,7 @@
 """Tables 1–4 of the BSA-Net paper, quoted as printed (the paper's numbers, not ours).
 
 Source: Sun, Sui, Liang, Hu, Du, "Medical Image Segmentation with Bilateral Spatial Attention and
-Transfer Learning", section 4.3 (text in shared/papers/000_f90a8756fad63dae.txt). The paper splits
+Transfer Learning", section 4.3 (full reference: docs/DECISIONS.md#sources). The paper splits
 each dataset 7:1:2 at random (no lists published) and resizes to 256x256 for testing; none of these
 rows were produced under our protocol, so they are context, not a comparison.
 

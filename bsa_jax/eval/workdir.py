@@ -1,6 +1,6 @@
 """Evaluate a trained workdir on every configured test set and write the paper-style tables.
 
-  python -m bsa_jax.eval.workdir --workdir workdirs/kvasir [--step best|latest|N] [--split test|val]
+  python -m bsa_jax.eval.workdir --workdir=workdirs/kvasir [--step=best|latest|N] [--split=test|val]
 
 Uses the checkpoint selected on validation by default (never a test set), scores each set at the
 original mask resolution, and writes `results/` (JSON, Markdown summary, paper Tables 1–4 as
@@ -9,17 +9,20 @@ Markdown/CSV with provenance), `overlays/<set>/` and `training_curves.png` in th
 
 from __future__ import annotations
 
-import argparse
 import os
-import sys
+
+from absl import flags
+
+from bsa_jax import cli
+from bsa_jax import data as data_lib
+from bsa_jax.eval import curves
+from bsa_jax.eval import evaluate
+from bsa_jax.workdir import load as inference
 
 
 def evaluate_workdir(workdir: str, *, step: str = "best", split: str = "test",
                      num_overlays: int | None = None, progress: bool = True) -> dict:
   """Scores the workdir's model on `config.data.<split>`; returns {set name: metrics}."""
-  from bsa_jax import data as data_lib
-  from bsa_jax import evaluate
-  from bsa_jax import inference
   trained = inference.load_trained(workdir, step)
   config = trained.config
   eval_sets = data_lib.eval_sets(config.data, split)
@@ -37,23 +40,30 @@ def evaluate_workdir(workdir: str, *, step: str = "best", split: str = "test",
     evaluate.write_results(workdir, results, config=config, checkpoint_step=trained.step,
                            selection=trained.selection)
   if os.path.exists(os.path.join(workdir, "metrics.jsonl")):
-    from bsa_jax.eval import curves
     print(f"Training curves: {curves.plot_training_curves(workdir)}")
   print(f"Checkpoint step {trained.step} ({trained.selection}) on {split}:\n"
         f"{evaluate.summary_table(results, config.eval.kind)}")
   return results
 
 
-def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--workdir", required=True, help="a run's workdir (holds config.json)")
-  parser.add_argument("--step", default="best", help="best (on validation), latest, or a number")
-  parser.add_argument("--split", default="test", choices=("test", "val"))
-  parser.add_argument("--num-overlays", type=int, default=None)
-  args = parser.parse_args(argv)
-  evaluate_workdir(args.workdir, step=args.step, split=args.split, num_overlays=args.num_overlays)
+def define_flags() -> None:
+  """The command's flags, defined only when it runs as one (importing the library defines none)."""
+  flags.DEFINE_string("workdir", None, "A run's workdir (holds config.json).")
+  flags.DEFINE_string("step", "best", "best (on validation), latest, or a step number.")
+  flags.DEFINE_enum("split", "test", ["test", "val"], "Which of config.data's lists to score.")
+  flags.DEFINE_integer("num_overlays", None, "Overlays per set (default: the config's).")
+
+
+def main(argv) -> int:
+  f = flags.FLAGS
+  if len(argv) > 1:
+    raise cli.UserError(f"unexpected arguments {argv[1:]}; flags look like --name=value.")
+  if not f.workdir:
+    raise cli.UserError("--workdir is required, e.g. --workdir=workdirs/kvasir")
+  evaluate_workdir(f.workdir, step=f.step, split=f.split, num_overlays=f.num_overlays)
   return 0
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  define_flags()
+  cli.run(main, prog="python -m bsa_jax.eval.workdir")

@@ -6,8 +6,11 @@ Every model module exposes `Model`, a Linen module called as `Model(**config.mod
 (`side_outputs` for deep supervision, attention maps, ...).
 """
 
+import dataclasses
 import importlib
 
+import jax.numpy as jnp
+import ml_collections as mlc
 from flax import linen as nn
 
 
@@ -37,15 +40,30 @@ def get_model_module(name: str):
 
 
 def get_model(name: str, **kwargs) -> nn.Module:
-  """Builds `bsa_jax.models.<name>.Model(**kwargs)`."""
-  return get_model_module(name).Model(**kwargs)
+  """The one model factory: `bsa_jax.models.<name>.Model(**kwargs)`, refusing unknown fields by name."""
+  model_cls = get_model_module(name).Model
+  field_names = {f.name for f in dataclasses.fields(model_cls)}
+  unknown = sorted(set(kwargs) - field_names)
+  if unknown:
+    raise ValueError(f"--config.model has keys {unknown} that {name}.Model does not "
+                     f"take; its fields are {sorted(field_names - {'parent', 'name'})}.")
+  return model_cls(**kwargs)
+
+
+def build_model(config: mlc.ConfigDict) -> nn.Module:
+  """`get_model(config.model_name, **config.model)` with the config's compute dtype where the model
+  takes one."""
+  kwargs = config.model.to_dict()
+  model_cls = get_model_module(config.model_name).Model
+  if "dtype" in {f.name for f in dataclasses.fields(model_cls)} and "dtype" not in kwargs:
+    kwargs["dtype"] = jnp.dtype(config.train.compute_dtype)
+  return get_model(config.model_name, **kwargs)
 
 
 def available_models() -> list[str]:
-  import pkgutil
-  import bsa_jax.models as pkg
+  import pkgutil  # only for listing the registry in an error message
   names = []
-  for info in pkgutil.iter_modules(pkg.__path__):
+  for info in pkgutil.iter_modules(__path__):
     if info.ispkg:
       continue
     if hasattr(importlib.import_module(f"bsa_jax.models.{info.name}"), "Model"):

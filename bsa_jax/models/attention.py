@@ -1,5 +1,5 @@
 """The two bilateral spatial attention modules of BSA-Net (Sun et al., "Medical Image Segmentation with
-Bilateral Spatial Attention and Transfer Learning", section 3), restated in SPEC §2:
+Bilateral Spatial Attention and Transfer Learning", section 3), our reading in docs/DECISIONS.md#d3:
 
 - ISAM (image space attention): six Swin Transformer blocks (regular / shifted windows alternating)
   → 3×3 Conv-BN-ReLU → residual with the module input: f = Conv(STB⁶(f₀)) + f₀.

@@ -6,7 +6,7 @@ spatial attention pair ISAM → FSAM (`attention.py`), whose ISAM Swin blocks st
 weights; a decoder with U-Net skips, multi-scale fusion and deep-supervision heads (`decoder.py`);
 and the Attention Rendering Module on the coarse stride-4 logits (`rendering.py`).
 
-Parameter budget (SPEC "Decisions" §2, §5.4): the paper's total is 6.36 M, but six ImageNet Swin
+Parameter budget (docs/DECISIONS.md#d2, R6): the paper's total is 6.36 M, but six ImageNet Swin
 blocks at Swin-T's six-block-stage width (384) alone hold 10.66 M. The 'paper' variant therefore runs
 ISAM at width 192 / 6 heads / window 7, initialised from Swin-T stage-1 blocks (`layers_1`, two blocks
 repeated three times), at the stride-8 level where those blocks were pretrained, with a narrow

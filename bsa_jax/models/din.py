@@ -2,10 +2,10 @@
 Attention for Medical Image Segmentation", Pattern Recognit. Lett. 197 (2025) 332–338), in Linen.
 
 The authors released figures, no code (JJeong-Gari/DIN); this follows their main figure as read in
-SPEC §1.1 and "Decisions" §5:
+docs/DECISIONS.md#d8 and D7:
 
 - Two encoders with separate weights, one for the image and one for its enhanced copy (CLAHE by
-  default, computed in the data pipeline: `bsa_jax/enhance.py`), each a 4-stage pyramid at strides
+  default, computed in the data pipeline: `bsa_jax/data/enhance.py`), each a 4-stage pyramid at strides
   4, 8, 16, 32. Backbone from config: our ResNeXt (`resnext.py`, timm-convertible) or Swin.
 - Feature merging per stage and image (fig. c): f̃ = Conv-BN-ReLU(concat(f_low, f_high)), f_high
   being the stage's output and f_low the stage's input (the feature entering the stage: ResNeXt's

@@ -1,7 +1,7 @@
 """Attention Rendering Module (ARM): refines the decoder's coarse logits where they are uncertain.
 
 The BSA-Net paper only says the ARM "draws on the optimization idea of rendering" to sharpen edges; we
-read it as a PointRend head (Kirillov et al., "PointRend: Image Segmentation as Rendering"; SPEC §2,
+read it as a PointRend head (Kirillov et al., "PointRend: Image Segmentation as Rendering"; DECISIONS D1,
 detectron2 `projects/PointRend` semantic-segmentation configuration):
 
 - training: pick N points per image, β·N of them the most uncertain among k·N uniform candidates and
@@ -14,7 +14,7 @@ Everything has static shapes (fixed N, `jax.lax.top_k`, flat-index gathers and s
 compilation serves every batch. Points are (y, x) in [0, 1] image coordinates with the
 align_corners=False convention: pixel i of an n-pixel axis covers [i/n, (i+1)/n), centre (i+0.5)/n.
 
-`DenseEdgeARM` is the cheaper alternative of SPEC §2: out = L + Conv(F·w), with the edge weight
+`DenseEdgeARM` is the cheaper alternative of DECISIONS D1: out = L + Conv(F·w), with the edge weight
 w = 1 - (p_top1 - p_top2) (= 1 - |2σ(L) - 1| for one binary logit).
 """
 
@@ -160,7 +160,7 @@ class PointHead(nn.Module):
 
 
 class PointRendARM(nn.Module):
-  """PointRend refinement of coarse logits using fine feature maps (SPEC §2).
+  """PointRend refinement of coarse logits using fine feature maps (docs/DECISIONS.md#d1).
 
   Attributes:
     num_classes: K.

@@ -3,7 +3,7 @@
 Mirrors `timm/models/resnet.py` (the plain 7x7-stem 'v1.5' ResNet: stride on the 3x3 conv) so timm
 checkpoints load by a mechanical rename (`bsa_jax.models.convert`). Paddings are explicit and equal to
 torch's (Flax 'SAME' pads strided convs asymmetrically). Any depth, width and cardinality, including the
-narrow scratch-trained ResNeXt the BSA-Net paper's budget points to (`../shared/SPEC.md` §5.3).
+narrow scratch-trained ResNeXt the BSA-Net paper's budget points to (docs/DECISIONS.md#r5).
 """
 
 import functools

@@ -1,7 +1,7 @@
 """Prints a model's parameter table (Markdown) for a config, ending with `total_params: N`.
 
   python -m bsa_jax.models.summary --config=configs/kvasir.py
-  python -m bsa_jax.models.summary --config=configs/kvasir.py \
+  python -m bsa_jax.models.summary --config=configs/kvasir.py \\
       --config.model.variant=swin_t_stage3 --depth=2
 
 Shapes come from `jax.eval_shape` on one image of `config.data.image_size`, so nothing is computed
@@ -14,14 +14,14 @@ from typing import Mapping
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import app
 from absl import flags
 from ml_collections import config_flags
 
+from bsa_jax import cli
+from bsa_jax import config_lib
 from bsa_jax import models
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
-_DEPTH = flags.DEFINE_integer("depth", 1, "Module nesting depth of the table's rows.")
+FLAGS = flags.FLAGS
 
 
 def param_shapes(model_name: str, model_kwargs: Mapping, image_size: int) -> dict[tuple, tuple]:
@@ -64,17 +64,28 @@ def markdown_table(counts: Mapping[str, int]) -> str:
   return "\n".join(lines)
 
 
-def main(argv):
-  del argv
-  config = _CONFIG.value
+def define_flags() -> None:
+  """The command's flags, defined only when it runs as one (importing the library defines none)."""
+  config_flags.DEFINE_config_file("config", None, "Experiment config file, e.g. configs/kvasir.py.",
+                                  lock_config=True)
+  flags.DEFINE_integer("depth", 1, "Module nesting depth of the table's rows.")
+
+
+def main(argv) -> int:
+  if len(argv) > 1:
+    raise cli.UserError(f"unexpected arguments {argv[1:]}; flags look like --name=value.")
+  config = FLAGS.config
+  if config is None:
+    raise cli.UserError("--config is required, e.g. --config=configs/kvasir.py")
   params = param_shapes(config.model_name, config.model.to_dict(), config.data.image_size)
-  counts = count_by_prefix(params, _DEPTH.value)
+  counts = count_by_prefix(params, FLAGS.depth)
   print(f"{config.model_name} {config.model.to_dict()} at {config.data.image_size}×"
         f"{config.data.image_size}\n")
   print(markdown_table(counts))
   print(f"\ntotal_params: {sum(counts.values())}")
+  return 0
 
 
 if __name__ == "__main__":
-  flags.mark_flag_as_required("config")
-  app.run(main)
+  define_flags()
+  cli.run(main, prog="python -m bsa_jax.models.summary", check_argv=config_lib.check_overrides)

@@ -1,7 +1,7 @@
 """Strict timm -> Flax weight conversion for the Swin v1, ResNet/ResNeXt and Res2Net families.
 
-    python -m bsa_jax.models.convert --timm-model swin_tiny_patch4_window7_224 \\
-        (--checkpoint FILE | --random-init | --pretrained) --out DIR [--check]
+    python -m bsa_jax.models.convert --timm_model swin_tiny_patch4_window7_224 \\
+        (--checkpoint FILE | --random_init | --pretrained) --out DIR [--check]
 
 Library: `convert_state_dict` (numpy state dict -> our variables, strict), `convert_timm_model` (a live
 timm model), `save_converted` / `load_converted` (orbax directory + `source.json`), `build_model` (our

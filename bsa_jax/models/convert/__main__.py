@@ -1,123 +1,86 @@
-"""CLI: convert a timm Swin v1 / ResNet / ResNeXt into our Flax format, optionally checking parity.
+"""Convert a timm Swin v1 / ResNet / ResNeXt / Res2Net into our Flax format, optionally checking parity.
 
-    python -m bsa_jax.models.convert --timm-model swin_tiny_patch4_window7_224 \\
-        --checkpoint swin_tiny_patch4_window7_224.pth --out /tmp/swin_t --check
-    python -m bsa_jax.models.convert --timm-model resnext50_32x4d --random-init --out /tmp/rx --check
-    python -m bsa_jax.models.convert --timm-model swin_tiny_patch4_window7_224 --pretrained --out DIR
+    python -m bsa_jax.models.convert --timm_model swin_tiny_patch4_window7_224 \\
+        --checkpoint swin_tiny_patch4_window7_224.safetensors --out /tmp/swin_t --check
+    python -m bsa_jax.models.convert --timm_model resnext50_32x4d --random_init --out /tmp/rx --check
+    python -m bsa_jax.models.convert --timm_model swin_tiny_patch4_window7_224 --pretrained --out DIR
 
-The timm model NAME (built with random weights, plus `--timm-kwargs`) defines the architecture; the
-weights must match it exactly. `--checkpoint` reads safetensors or a torch file with
-`weights_only=True` (timm or original Microsoft Swin layout); `--pretrained` fetches through timm's
-hub cache (needs network); `--random-init` keeps timm's random weights (norms and BatchNorm statistics
-randomised too, see `parity.randomize_`), which is how parity is tested offline. `--check` runs timm
-and our port on one random image and prints the max abs difference per stage, then
+The timm model NAME (built with random weights, plus `--timm_kwargs`) defines the architecture; the
+weights must match it exactly. `--checkpoint` prefers safetensors (a `.safetensors` file beside a
+`.pth` is read instead); a torch pickle is read with `weights_only=True` only, and one that holds
+more than tensors is refused, naming the file and how to convert it to safetensors. A truncated file
+is named. `--pretrained` fetches through timm's hub cache (needs network); `--random_init` keeps timm's
+random weights (norms and BatchNorm statistics randomised too), which is how parity is tested offline.
+An existing `--out` is refused before anything is converted (`--overwrite` replaces it). `--check` runs
+timm and our port on one random image and prints the max abs difference per stage, then
 `max_abs_diff: X`; the exit status is 1 when a stage exceeds `--tol` (relative to max(1, max|x|)).
 `--float64` runs that check in double precision on both sides.
 Needs torch and timm (requirements-test.txt); reading the output back (`load_converted`) does not.
 """
 
-import argparse
 import json
 import sys
 
-import numpy as np
+from absl import flags
 
+from bsa_jax import cli
 from bsa_jax.models import convert
-from bsa_jax.models.convert import parity
+from bsa_jax.models.convert import from_timm
+
+_TIMM_MODEL = flags.DEFINE_string("timm_model", None, "timm model name, e.g. resnext50_32x4d.")
+_CHECKPOINT = flags.DEFINE_string(
+    "checkpoint", None, "Local weights: .safetensors (preferred), or a torch .pth/.bin (read with "
+    "weights_only=True).")
+_RANDOM_INIT = flags.DEFINE_bool("random_init", False, "Keep timm's random weights (offline).")
+_PRETRAINED = flags.DEFINE_bool("pretrained", False, "Fetch timm's pretrained weights (network).")
+_OUT = flags.DEFINE_string("out", None, "Output directory.")
+_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace an existing --out.")
+_CHECK = flags.DEFINE_bool("check", False, "Compare timm and ours per stage.")
+_TIMM_KWARGS = flags.DEFINE_string(
+    "timm_kwargs", "{}", 'JSON kwargs for timm.create_model, e.g. \'{"img_size": 256}\'.')
+_DONT_LOAD = flags.DEFINE_multi_string(
+    "dont_load", None, "Regex of keys to skip (repeatable); default: the classifier head.")
+_SEED = flags.DEFINE_integer("seed", 0, "Random init and check input.")
+_TOL = flags.DEFINE_float("tol", 1e-4, "--check failure threshold.")
+_FLOAT64 = flags.DEFINE_bool(
+    "float64", False, "--check in float64 on both sides (separates rounding from porting errors).")
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-  parser = argparse.ArgumentParser(prog="python -m bsa_jax.models.convert",
-                                   description=__doc__.split("\n\n")[0])
-  parser.add_argument("--timm-model", required=True, help="timm model name, e.g. resnext50_32x4d")
-  source = parser.add_mutually_exclusive_group(required=True)
-  source.add_argument("--checkpoint", help="local .safetensors / .pth / .bin with the weights")
-  source.add_argument("--random-init", action="store_true", help="timm's random weights (offline)")
-  source.add_argument("--pretrained", action="store_true", help="fetch timm's weights (network)")
-  parser.add_argument("--out", required=True, help="output directory")
-  parser.add_argument("--check", action="store_true", help="compare timm and ours per stage")
-  parser.add_argument("--timm-kwargs", default="{}",
-                      help='JSON kwargs for timm.create_model, e.g. \'{"img_size": 256}\'')
-  parser.add_argument("--dont-load", action="append", default=None, metavar="REGEX",
-                      help="keys to skip (repeatable); default: the classifier head")
-  parser.add_argument("--seed", type=int, default=0, help="random init and check input")
-  parser.add_argument("--tol", type=float, default=1e-4, help="--check failure threshold")
-  parser.add_argument("--float64", action="store_true",
-                      help="--check in float64 on both sides (separates rounding from porting errors)")
-  parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
-  return parser.parse_args(argv)
-
-
-def _create(timm, name: str, kwargs: dict, **extra):
-  return timm.create_model(name, **{**kwargs, **extra}).eval()
-
-
-def _pretrained(timm, name: str, kwargs: dict, reference, **extra):
+def main(argv) -> int:
+  if len(argv) > 1:
+    raise cli.UserError(f"unexpected arguments {argv[1:]}; flags look like --name=value.")
+  sources = [s for s, given in (("--checkpoint", _CHECKPOINT.value is not None),
+                                ("--random_init", _RANDOM_INIT.value),
+                                ("--pretrained", _PRETRAINED.value)) if given]
+  if not _TIMM_MODEL.value or not _OUT.value or len(sources) != 1:
+    raise cli.UserError("give --timm_model, --out and one of --checkpoint FILE, --random_init, "
+                        f"--pretrained{f' (got {sources})' if sources else ''}.")
   try:
-    return _create(timm, name, kwargs, pretrained=True, **extra)
-  except Exception as e:  # network, hub or file errors: say how to do it offline
-    hub_id = reference.pretrained_cfg.get("hf_hub_id") or f"timm/{name}"
-    raise SystemExit(f"could not load pretrained weights for {name}: {e}\n"
-                     f"Offline, download the checkpoint elsewhere (e.g. model.safetensors from "
-                     f"https://huggingface.co/{hub_id}) and pass --checkpoint FILE.") from e
-
-
-def _check_image(model, seed: int) -> np.ndarray:
-  patch_embed = getattr(model, "patch_embed", None)
-  h, w = (tuple(patch_embed.img_size) if patch_embed is not None
-          else tuple(model.pretrained_cfg["input_size"][1:]))
-  return np.random.RandomState(seed).randn(1, h, w, 3).astype(np.float32)
-
-
-def main(argv=None) -> int:
-  args = parse_args(argv)
+    timm_kwargs = json.loads(_TIMM_KWARGS.value)
+  except json.JSONDecodeError as e:
+    raise cli.UserError(f"--timm_kwargs={_TIMM_KWARGS.value}: not JSON ({e}).") from None
   try:
-    import timm
-    import torch
-  except ImportError as e:
-    raise SystemExit(f"the converter needs torch and timm (pip install -r requirements-test.txt): {e}")
-  timm_kwargs = json.loads(args.timm_kwargs)
-  torch.manual_seed(args.seed)
-
-  # The architecture (and, for --random-init, the weights) from timm's own constructor.
-  reference = parity.randomize_(_create(timm, args.timm_model, timm_kwargs), seed=args.seed)
-  architecture = convert.convert_timm_model(reference, dont_load=args.dont_load)
-  source = {"timm_model": args.timm_model, "timm_kwargs": timm_kwargs}
-  if args.random_init:
-    converted, timm_model = architecture, reference
-    source.update(source="random-init", seed=args.seed)
-  elif args.pretrained:
-    timm_model = _pretrained(timm, args.timm_model, timm_kwargs, reference)
-    converted = convert.convert_timm_model(timm_model, config=architecture.config,
-                                           dont_load=args.dont_load)
-    source.update(source="pretrained", pretrained_tag=timm_model.pretrained_cfg.get("tag"))
-  else:
-    state_dict = convert.load_state_dict(args.checkpoint)
-    layout = "microsoft" if convert.swin.is_microsoft_layout(state_dict) else "timm"
-    converted = convert.convert_state_dict(state_dict, family=architecture.family,
-                                           config=architecture.config, dont_load=args.dont_load)
-    source.update(source="checkpoint", checkpoint=args.checkpoint, layout=layout)
-    timm_model = None
-    if args.check:  # timm's own loader (with its checkpoint filter) is the reference
-      timm_model = _pretrained(timm, args.timm_model, timm_kwargs, reference,
-                               pretrained_cfg_overlay=dict(file=args.checkpoint))
-
-  convert.save_converted(args.out, converted, source=source, overwrite=args.overwrite)
-  print(f"wrote {args.out} ({converted.family}, {json.dumps(source)})")
-  if not args.check:
+    result = from_timm.convert_to_dir(
+        _TIMM_MODEL.value, _OUT.value, checkpoint=_CHECKPOINT.value, pretrained=_PRETRAINED.value,
+        timm_kwargs=timm_kwargs, dont_load=_DONT_LOAD.value, seed=_SEED.value,
+        overwrite=_OVERWRITE.value, check=_CHECK.value, float64=_FLOAT64.value)
+  except (convert.ConversionError, ImportError) as e:  # the user's file or install, not a bug
+    raise cli.UserError(str(e)) from None
+  if _CHECKPOINT.value is not None and result.source["checkpoint"] != _CHECKPOINT.value:
+    print(f"read {result.source['checkpoint']} (safetensors) instead of {_CHECKPOINT.value}",
+          file=sys.stderr)
+  print(f"wrote {_OUT.value} ({result.converted.family}, {json.dumps(result.source)})")
+  if result.report is None:
     return 0
-
-  report = parity.check(timm_model, converted, _check_image(timm_model, args.seed),
-                        float64=args.float64)
   failed = False
-  for name, r in report.items():
-    bad = r["max_abs_diff"] > args.tol * max(1.0, r["scale"])
+  for name, r in result.report.items():
+    bad = r["max_abs_diff"] > _TOL.value * max(1.0, r["scale"])
     failed |= bad
     print(f"{name}: max_abs_diff={r['max_abs_diff']:.3e} (max|timm|={r['scale']:.3g})"
           f"{'  FAIL' if bad else ''}")
-  print(f"max_abs_diff: {max(r['max_abs_diff'] for r in report.values()):.3e}")
+  print(f"max_abs_diff: {max(r['max_abs_diff'] for r in result.report.values()):.3e}")
   return 1 if failed else 0
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  cli.run(main, prog="python -m bsa_jax.models.convert")

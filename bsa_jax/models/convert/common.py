@@ -7,6 +7,7 @@ Every check collects all offending keys before raising (big_vision `models/commo
 """
 
 import os
+import pickle
 import re
 from typing import Any, Callable, Iterable, Mapping
 
@@ -14,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
+from safetensors.numpy import load_file
 
 # Torch BatchNorm bookkeeping with no Flax counterpart.
 IGNORED_SOURCE_SUFFIXES = ("num_batches_tracked",)
@@ -23,23 +25,90 @@ class ConversionError(ValueError):
   """A strict load found unmapped keys, missing keys or shape mismatches (all listed in the message)."""
 
 
+def preferred_checkpoint(path: str) -> str:
+  """`path`, or the safetensors file beside a torch pickle that holds the same weights.
+
+  `x.safetensors` beside `x.pth`/`x.bin`, or Hugging Face's `model.safetensors` beside
+  `pytorch_model.bin`: reading it runs no code from the file.
+  """
+  if is_safetensors(path):
+    return path
+  folder, name = os.path.split(path)
+  candidates = [os.path.splitext(name)[0] + ".safetensors"]
+  if name == "pytorch_model.bin":
+    candidates.append("model.safetensors")
+  return next((os.path.join(folder, c) for c in candidates
+               if os.path.isfile(os.path.join(folder, c))), path)
+
+
+def is_safetensors(path: str) -> bool:
+  """By name, or by content: an 8-byte header length, then the JSON header (whatever the name)."""
+  if path.endswith(".safetensors"):
+    return True
+  try:
+    with open(path, "rb") as f:
+      head = f.read(9)
+  except OSError:
+    return False
+  return len(head) == 9 and head[8:9] == b"{" and 0 < int.from_bytes(head[:8], "little") < 1 << 30
+
+
+def _safetensors_hint(path: str) -> str:
+  out = os.path.splitext(path)[0] + ".safetensors"
+  return (f"Convert it to safetensors once, only if you trust where it came from: python -c \"import "
+          f"torch, safetensors.torch as st; c = torch.load('{path}', weights_only=False); "
+          f"st.save_file(c.get('model', c.get('state_dict', c)), '{out}')\" and pass --checkpoint {out}.")
+
+
 def load_state_dict(path: str) -> dict[str, np.ndarray]:
-  """Reads a safetensors file, or a torch `.pth/.bin` with `weights_only=True` (never full pickle).
+  """Reads a safetensors file, or a torch `.pth/.bin` with `weights_only=True` only (never a full pickle).
 
   Unwraps the `model` / `state_dict` containers of original (e.g. Microsoft Swin) checkpoints.
+
+  Raises:
+    FileNotFoundError: no such file.
+    ConversionError: naming the file: truncated or damaged, not a state dict, or a pickle that
+      `weights_only=True` refuses (with the command that converts it to safetensors).
   """
-  if not os.path.exists(path):
-    raise FileNotFoundError(path)
-  if path.endswith(".safetensors"):
-    from safetensors.numpy import load_file
-    state_dict = load_file(path)
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"--checkpoint {path}: no such file.")
+  if is_safetensors(path):
+    try:
+      state_dict = load_file(path)
+    except Exception as e:  # safetensors raises its own SafetensorError on a bad header or size
+      raise ConversionError(f"{path}: not a readable safetensors file (truncated or damaged?): "
+                            f"{e}") from None
   else:
-    import torch
-    state_dict = torch.load(path, map_location="cpu", weights_only=True)
+    state_dict = _load_torch_pickle(path)
+  if not isinstance(state_dict, Mapping):
+    raise ConversionError(f"{path}: holds a {type(state_dict).__name__}, not a state dict.")
   for container in ("model", "state_dict"):
     if isinstance(state_dict.get(container), Mapping):
       state_dict = state_dict[container]
   return {k: to_numpy(v) for k, v in state_dict.items()}
+
+
+def _load_torch_pickle(path: str):
+  """`torch.load(weights_only=True)`: tensors and plain containers only, no code from the file."""
+  try:
+    import torch  # optional (requirements-test.txt): only to read a torch pickle
+  except ImportError:
+    raise ConversionError(f"{path}: reading a torch pickle needs torch; or pass a .safetensors "
+                          "file.") from None
+  try:
+    return torch.load(path, map_location="cpu", weights_only=True)
+  except pickle.UnpicklingError as e:
+    if "weights only" in str(e).lower():  # torch refused an object it would have to run code for
+      # torch's own text advises weights_only=False; keep only its line naming the object.
+      reason = next((l.strip() for l in str(e).splitlines() if "GLOBAL" in l or "global" in l), "")
+      raise ConversionError(f"{path}: refused: torch.load(weights_only=True) reads tensors only, and "
+                            f"this pickle holds more ({reason or 'an object it would have to run'}). "
+                            f"{_safetensors_hint(path)}") from None
+    raise ConversionError(f"{path}: not a readable torch checkpoint (truncated or damaged?): "
+                          f"{e}") from None
+  except (RuntimeError, EOFError, ValueError, OSError) as e:  # e.g. a zip without its directory
+    raise ConversionError(f"{path}: not a readable torch checkpoint (truncated or damaged?): "
+                          f"{e}") from None
 
 
 def to_numpy(value) -> np.ndarray:

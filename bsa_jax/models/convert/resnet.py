@@ -1,6 +1,6 @@
 """timm ResNet/ResNeXt state dicts (plain 7x7 stem, any depth/width/cardinality) -> `resnext.ResNet`.
 
-Key layout: `../shared/SPEC.md` §5.3 (timm 1.x `resnet.py`). The only non-mechanical names are the
+Key layout: docs/DECISIONS.md#r5 (timm 1.x `resnet.py`). The only non-mechanical names are the
 shortcut's `downsample.0` (conv) and `downsample.1` (BN), which become `downsample_conv/bn`.
 """
 

@@ -1,6 +1,6 @@
 """timm Swin v1 state dicts (and the original Microsoft layout) -> `swin.SwinTransformer` variables.
 
-Key layout: `../shared/SPEC.md` §5.1, i.e. timm 1.x `swin_transformer.py`. The Microsoft layout is
+Key layout: docs/DECISIONS.md#r4, i.e. timm 1.x `swin_transformer.py`. The Microsoft layout is
 brought to timm's by the same three rewrites as timm's `checkpoint_filter_fn` (drop the stored buffers,
 move each stage's trailing PatchMerging to the start of the next stage, `head.` -> `head.fc.`), but
 without any resampling: a table or patch kernel of the wrong size is a shape mismatch.

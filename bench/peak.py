@@ -6,7 +6,7 @@ that either framework reaches), so neither library's matmul kernel flatters the 
 
 from __future__ import annotations
 
-from bsa_jax.bench import common
+from bench import common
 
 
 def jax_matmul(n: int, *, warmup: int, repeats: int) -> dict:

@@ -84,7 +84,7 @@ def throughput_md(s: dict) -> str:
 
 
 def torch_md(s: dict) -> str:
-  out = ["## 2. PyTorch twin (`bsa_jax/bench/torch_bsanet.py`)", ""]
+  out = ["## 2. PyTorch twin (`bench/torch_bsanet.py`)", ""]
   if s["status"] != "ok" and not s["rows"]:
     return "\n".join(out + [f"**{s['status']}**"])
   rows = []

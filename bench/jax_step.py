@@ -1,7 +1,7 @@
 """Times our real train step (`bsa_jax.train.train_step`) and predict step, jitted as the trainer does.
 
 Model, optimizer, init, mesh and shardings come from the same functions `train.main` uses
-(`train.build_model`, `optim.make_optimizer`, `train.init_state`, `sharding.make_mesh`), and the
+(`models.build_model`, `optim.make_optimizer`, `train.init_state`, `sharding.make_mesh`), and the
 step is jitted with the trainer's shardings and state donation. Lowering and compilation are timed
 separately (`jit(...).lower(...)`, `.compile()`); the executable's XLA cost analysis gives the FLOPs.
 """
@@ -16,10 +16,11 @@ import jax
 import numpy as np
 
 from bsa_jax import config_lib
-from bsa_jax import optim
-from bsa_jax import sharding as sharding_lib
+from bsa_jax.train import optim
+from bsa_jax.train import sharding as sharding_lib
+from bsa_jax import models
 from bsa_jax import train
-from bsa_jax.bench import common
+from bench import common
 
 # Parameter init is set-up, not measured; at the default optimisation level its XLA compile alone
 # takes ~20-35 s on this CPU (mostly LLVM), at -O0 ~5 s. The measured steps use the default options.
@@ -66,7 +67,7 @@ def build(spec: dict):
   """(state, batch, base_rng, jitted train step, jitted predict step, num_params)."""
   config = make_config(spec)
   mesh = sharding_lib.make_mesh(config.mesh)
-  model = train.build_model(config)
+  model = models.build_model(config)
   tx, schedule = optim.make_optimizer(config.train, total_steps=1000)
   init_fn = functools.partial(train.init_state, model, tx, image_size=config.data.image_size)
   repl = sharding_lib.replicated(mesh)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import os
+import urllib.parse
 from typing import Sequence
 
 import numpy as np
@@ -43,9 +44,14 @@ def save_overlay(out_dir: str, image_id: str, image: np.ndarray, prob: np.ndarra
   return name, float((prob >= threshold).mean())
 
 
+def _url(relative_path: str) -> str:
+  """A file name as a relative URL: `#`, `?`, `%` and spaces in a name would break the link."""
+  return html.escape(urllib.parse.quote(relative_path), quote=True)
+
+
 def write_index(out_dir: str, entries: Sequence[tuple[str, str, float]], with_gt: bool) -> str:
   """`index.html` with a thumbnail and the predicted area for each (id, file name, area) entry."""
-  rows = [f'<figure><a href="{html.escape(name)}"><img src="{html.escape(name)}" width="240"></a>'
+  rows = [f'<figure><a href="{_url(name)}"><img src="{_url(name)}" width="240"></a>'
           f'<figcaption>{html.escape(str(image_id))}: predicted area {100 * area:.1f}%</figcaption>'
           "</figure>" for image_id, name, area in entries]
   legend = ("yellow: prediction (tint and contour)" +

@@ -7,7 +7,7 @@ import os
 
 import numpy as np
 
-from bsa_jax.bench.plan import DEVICE_RUNS, Plan
+from bench.plan import DEVICE_RUNS, Plan
 
 GOAL_TORCH_RATIO = 1.5
 GOAL_FLOP_FRACTION = 0.5

@@ -1,7 +1,7 @@
 """Contrast enhancement for DIN's second input: CLAHE (default) or global histogram equalisation.
 
 DIN (Jeong et al., Pattern Recognition Letters 2025) feeds an "enhanced" copy of each image to a
-second encoder but does not say which enhancement; SPEC "Decisions" §5 picks CLAHE with clip limit
+second encoder but does not say which enhancement; docs/DECISIONS.md#d7 picks CLAHE with clip limit
 2.0 on an 8×8 tile grid over the [0, 1] image, with global histogram equalisation as the option.
 
 Both work on 256 grey levels (images in [0, 1] are quantised with round(255·x) first), like OpenCV's
@@ -22,6 +22,8 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+
+from bsa_jax.data import preprocess
 
 METHODS = ("clahe", "histeq")
 NUM_BINS = 256
@@ -173,7 +175,6 @@ def options_from_config(data_config) -> dict[str, Any] | None:
 
 def _normalisation(normalize: str, channels: int) -> tuple[np.ndarray, np.ndarray]:
   """(mean, std) of `bsa_jax.data.preprocess.normalize` on [0, 1] values."""
-  from bsa_jax.data import preprocess
   if normalize == "imagenet":
     return preprocess.IMAGENET_MEAN[:channels], preprocess.IMAGENET_STD[:channels]
   if normalize == "unit":

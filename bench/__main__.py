@@ -1,16 +1,16 @@
-"""Runs the issue #7 benchmark: prints one Markdown document and writes it plus a JSON file.
+"""The issue #7 benchmark run: plans the workers, collects their results and writes the report.
 
   python -m bsa_jax.bench                      # the full benchmark (run it on a quiet machine)
   python -m bsa_jax.bench --quick              # a ~1-2 minute smoke run (tiny variant, toy sizes)
-  python -m bsa_jax.bench --sections torch flops --repeats 3
+  python -m bsa_jax.bench --sections=torch,flops --repeats=3
 
-Every configuration runs in a fresh worker process (`bsa_jax/bench/_worker.py`); this process only
-plans, collects and reports (it imports neither jax nor torch).
+The command's flags are in `bsa_jax/bench.py`; `python -m bench` runs the same command. Every
+configuration runs in a fresh worker process (`bench/_worker.py`); this process only plans, collects
+and reports (it imports neither jax nor torch).
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import math
@@ -20,45 +20,41 @@ import sys
 import tempfile
 import time
 
-from bsa_jax.bench import common
-from bsa_jax.bench import plan as plan_lib
-from bsa_jax.bench import report
-from bsa_jax.bench import sections as sections_lib
+from bench import common
+from bench import plan as plan_lib
+from bench import report
+from bench import sections as sections_lib
+
+PLANS = ("full", "short", "quick")
+TORCH_MODES = ("eager", "channels_last", "compile", "compile_channels_last")
 
 
-def parse_args(argv):
-  p = argparse.ArgumentParser(prog="python -m bsa_jax.bench", description=__doc__.split("\n\n")[0])
-  p.add_argument("--plan", choices=("full", "short", "quick"), default="full",
-                 help="full: every cell, 5 repeats; short: the same grid with 3 repeats, bfloat16 "
-                      "and torch.compile at 128 px only; quick: tiny variant, toy sizes")
-  p.add_argument("--quick", action="store_true", help="same as --plan=quick (a smoke test)")
-  p.add_argument("--sections", nargs="+", choices=plan_lib.SECTIONS, default=list(plan_lib.SECTIONS))
-  p.add_argument("--out", default="bench/results.json", help="JSON file ('' to skip)")
-  p.add_argument("--md", default="bench/RESULTS.md", help="Markdown file ('' to skip)")
-  p.add_argument("--repeats", type=int, help="timed calls per measurement (median reported)")
-  p.add_argument("--warmup", type=int, help="untimed calls before the timed ones")
-  p.add_argument("--threads", type=int,
-                 help="CPU threads for each framework (default: the cores divided by --jobs)")
-  p.add_argument("--jobs", type=int, help="workers at once (default 1; --quick: 2)")
-  p.add_argument("--torch-modes", nargs="+", choices=("eager", "channels_last", "compile",
-                                                      "compile_channels_last"))
-  p.add_argument("--timeout", type=float, help="seconds per worker")
-  p.add_argument("--report-only", metavar="RESULTS_JSON",
-                 help="re-build sections and Markdown from a saved results JSON (no measuring)")
-  return p.parse_args(argv)
+@dataclasses.dataclass
+class Options:
+  """What to run; None keeps the plan's value. See `python -m bsa_jax.bench --help`."""
+  plan: str = "full"  # full | short | quick
+  sections: tuple[str, ...] = plan_lib.SECTIONS
+  out: str = "bench/results.json"  # '' to skip
+  md: str = "bench/RESULTS.md"  # '' to skip
+  repeats: int | None = None
+  warmup: int | None = None
+  threads: int | None = None  # None: the cores divided by the jobs
+  jobs: int | None = None
+  torch_modes: tuple[str, ...] | None = None
+  timeout: float | None = None
+  report_only: str | None = None  # a saved results JSON to rebuild the report from
 
 
-def make_plan(args) -> plan_lib.Plan:
+def make_plan(args: Options) -> plan_lib.Plan:
   """FULL, SHORT or QUICK with the command-line overrides."""
-  plan = {"full": plan_lib.FULL, "short": plan_lib.SHORT,
-          "quick": plan_lib.QUICK}["quick" if args.quick else args.plan]
+  plan = {"full": plan_lib.FULL, "short": plan_lib.SHORT, "quick": plan_lib.QUICK}[args.plan]
   overrides = {"repeats": args.repeats, "warmup": args.warmup, "jobs": args.jobs,
                "torch_modes": tuple(args.torch_modes) if args.torch_modes else None,
                "timeout_s": args.timeout}
   return dataclasses.replace(plan, **{k: v for k, v in overrides.items() if v is not None})
 
 
-def run(args) -> dict:
+def run(args: Options) -> dict:
   """Runs every worker the plan needs and returns the results dict (as written to the JSON)."""
   plan = make_plan(args)
   names = [s for s in plan_lib.SECTIONS if s in args.sections]
@@ -76,7 +72,7 @@ def run(args) -> dict:
     if "scaling" in names:
       raw.append(sections_lib.params_diff(raw, plan))
     meta["wall_s"] = time.perf_counter() - start
-    # The measurements first: a bug in the report must not cost a long run (see --report-only).
+    # The measurements first: a bug in the report must not cost a long run (see --report_only).
     write(args.out, json.dumps(finite_or_none({"meta": meta, "raw": raw}), indent=2) + "\n")
     return finish(meta, raw)
   finally:
@@ -122,8 +118,8 @@ def write(path: str, text: str) -> None:
     f.write(text)
 
 
-def main(argv=None) -> int:
-  args = parse_args(sys.argv[1:] if argv is None else argv)
+def main(args: Options) -> int:
+  """Measures (or, with `report_only`, re-reads), prints the Markdown and writes both files."""
   if args.report_only:
     with open(args.report_only) as f:
       saved = json.load(f)
@@ -137,5 +133,6 @@ def main(argv=None) -> int:
   return 0
 
 
-if __name__ == "__main__":
-  sys.exit(main())
+if __name__ == "__main__":  # `python -m bench`: the same command as `python -m bsa_jax.bench`
+  import runpy
+  runpy.run_module("bsa_jax.bench", run_name="__main__", alter_sys=True)

@@ -1,4 +1,4 @@
-"""Times the PyTorch twin of BSA-Net (`bsa_jax/bench/torch_bsanet.py`) the way a torch user runs it.
+"""Times the PyTorch twin of BSA-Net (`bench/torch_bsanet.py`) the way a torch user runs it.
 
 Modes: 'eager' (NCHW), 'channels_last' (model and input in channels_last, so oneDNN convolutions run
 without layout reorders), and 'compile' / 'compile_channels_last' (torch.compile of the loss
@@ -10,7 +10,7 @@ The train step is the plain loop: zero_grad(set_to_none=True), train_loss, backw
 
 from __future__ import annotations
 
-from bsa_jax.bench import common
+from bench import common
 
 MODES = ("eager", "channels_last", "compile", "compile_channels_last")
 
@@ -39,9 +39,9 @@ def run(spec: dict) -> dict:
   out = {"framework": "torch", "mode": spec["mode"], "threads": threads,
          "torch_version": torch.__version__}
   try:
-    from bsa_jax.bench import torch_bsanet
+    from bench import torch_bsanet
   except Exception as e:  # the twin is written separately; report rather than crash
-    return {**out, "error": f"unavailable: cannot import bsa_jax.bench.torch_bsanet ({_short_error(e)})"}
+    return {**out, "error": f"unavailable: cannot import bench.torch_bsanet ({_short_error(e)})"}
   mode = spec["mode"]
   channels_last = mode.endswith("channels_last")
   torch.manual_seed(0)

@@ -1,7 +1,7 @@
 """Our polyp metrics (`bsa_jax.eval.metrics`, the evaluator's host path) vs pysodmetrics 1.6.2.
 
 Real ground-truth masks (Kvasir-100 = 'kvasir_seg:pranet_test', and the CVC-ColonDB frames present
-in shared/data = 'cvc_colondb:all') with deterministic perturbed predictions (shifted, blurred, noisy
+in the data root = 'cvc_colondb:all') with deterministic perturbed predictions (shifted, blurred, noisy
 uint8 maps, like saved PNGs). Both libraries score the same in-memory arrays; we report every
 metric's absolute difference and the wall time of each over the whole set (median over repeats).
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bsa_jax.bench import common
+from bench import common
 
 DEFAULT_SETS = ("kvasir_seg:pranet_test", "cvc_colondb:all")
 

@@ -1,7 +1,7 @@
 """Shared pieces of the benchmark: timing, worker subprocesses, machine facts, synthetic batches.
 
 The parent process (`python -m bsa_jax.bench`) never imports jax or torch: every measurement runs in
-a fresh `python -m bsa_jax.bench._worker` subprocess that prints one JSON line (marked with
+a fresh `python -m bench._worker` subprocess that prints one JSON line (marked with
 `RESULT_MARK`) holding its results and its peak RSS. That isolates memory, XLA flags (the 8-device
 run) and thread settings per configuration.
 """
@@ -73,7 +73,7 @@ def synthetic_batch(batch: int, size: int, seed: int = 0):
 # Worker subprocesses.
 # ------------------------------------------------------------------------------------------------
 def worker_command(spec: dict) -> list[str]:
-  return [sys.executable, "-m", "bsa_jax.bench._worker", json.dumps(spec)]
+  return [sys.executable, "-m", "bench._worker", json.dumps(spec)]
 
 
 def start_worker(spec: dict) -> subprocess.Popen:

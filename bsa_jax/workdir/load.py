@@ -13,8 +13,10 @@ import ml_collections as mlc
 import numpy as np
 import orbax.checkpoint as ocp
 
-from bsa_jax import checkpoint as ckpt_lib
+from bsa_jax import cli
 from bsa_jax import config_lib
+from bsa_jax import models
+from bsa_jax.workdir import checkpoint as ckpt_lib
 
 
 # Intermediates drawn as heat maps by `predict --attention`: ISAM's output and FSAM's attended output.
@@ -68,23 +70,51 @@ def select_step(workdir: str, which: str = "best", select_metric: str = "mDSC") 
       if best is None:
         return max(steps), "latest step (no validation score)"
       return best, f"best validation {select_metric}"
-    if int(which) not in steps:
-      raise ValueError(f"--step={which}: {directory} holds steps {sorted(steps)}.")
+    if not str(which).isdigit() or int(which) not in steps:
+      raise cli.UserError(f"--step={which}: give best, latest or a saved step; {directory} holds "
+                          f"steps {sorted(steps)}.")
     return int(which), "step chosen by the user"
   finally:
     checkpointer.manager.close()
 
 
+def restore_state(workdir: str, which: str, select_metric: str) -> tuple[int, str, dict]:
+  """(step, how it was chosen, restored state) of `which` (best | latest | a step). A step whose
+  files cannot be read is moved aside to `checkpoints_damaged/` and the choice is made again among
+  the remaining steps, so one damaged checkpoint never blocks evaluation or prediction."""
+  directory = os.path.join(workdir, "checkpoints")
+  damaged = []
+  while True:
+    try:
+      chosen, selection = select_step(workdir, which, select_metric)
+    except FileNotFoundError:
+      if damaged:
+        raise ckpt_lib.NoIntactCheckpointError(
+            f"No readable checkpoint is left in {directory}: steps {damaged} could not be read and "
+            f"were moved to {ckpt_lib.DAMAGED_DIR}/ beside it. Retrain, or restore them from a "
+            "backup.") from None
+      raise
+    try:
+      restored = ocp.StandardCheckpointer().restore(os.path.join(directory, str(chosen), "state"))
+    except Exception as e:  # noqa: BLE001 - any read failure of the raw state is damage
+      ckpt_lib.quarantine(directory, chosen, e)
+      damaged.append(chosen)
+      if which not in ("best", "latest"):
+        raise cli.UserError(f"--step={which} could not be read (moved to {ckpt_lib.DAMAGED_DIR}/); "
+                            "use --step=best or --step=latest.") from None
+      continue
+    if damaged:
+      selection += f" among readable steps (damaged: {', '.join(map(str, damaged))})"
+    return chosen, selection, restored
+
+
 def load_trained(workdir: str, step: str = "best") -> Trained:
   """Restores params and BatchNorm statistics of `step` and builds a jitted eval-mode predictor."""
-  from bsa_jax import train  # the model factory lives with the trainer
   workdir = os.path.abspath(workdir)
   config = load_config(workdir)
-  chosen, selection = select_step(workdir, step, config.eval.select_metric)
-  restored = ocp.StandardCheckpointer().restore(
-      os.path.join(workdir, "checkpoints", str(chosen), "state"))
+  chosen, selection, restored = restore_state(workdir, step, config.eval.select_metric)
   variables = {"params": restored["params"], "batch_stats": restored.get("batch_stats", {})}
-  model = train.build_model(config)
+  model = models.build_model(config)
   variables = jax.tree.map(jnp.asarray, variables)
 
   apply = jax.jit(lambda v, inputs: model.apply(v, **inputs, train=False)[0])

@@ -1,7 +1,7 @@
-"""DIN's training loss: 0.3·CE + 0.7·Dice + L_bnd, with deep supervision (SPEC §1.1–1.2).
+"""DIN's training loss: 0.3·CE + 0.7·Dice + L_bnd, with deep supervision (docs/DECISIONS.md#d9).
 
 - CE: softmax cross-entropy, mean over pixels.
-- Dice: TransUNet/MERIT's `DiceLoss` (Beckschen/TransUNet:utils.py, restated in SPEC §1.2): softmax
+- Dice: TransUNet/MERIT's `DiceLoss` (Beckschen/TransUNet:utils.py; DECISIONS D9): softmax
   probabilities p and one-hot labels g including the background; per class c, over the whole batch,
   1 − (2·Σ p_c g_c + 1e-5) / (Σ p_c² + Σ g_c² + 1e-5) (squared denominators); mean over all classes.
 - L_bnd (DIN's multi-scale boundary loss, figure text): Σ_{i ∈ scales} mean |G(avgpool_i(p)) −
@@ -13,7 +13,7 @@
 
 Weights, scales and operator come from `config.train` (ce_weight, dice_weight, boundary_weight,
 boundary_scales, boundary_operator). Each side output gets the same loss after bilinear upsampling
-to the label size, weighted by `deep_supervision_weight` (as `losses.segmentation_loss` does for
+to the label size, weighted by `deep_supervision_weight` (as `losses_binary.binary_loss` does for
 BSA-Net).
 
 Binary data (one logit per pixel, float masks (B, S, S, 1)) is handled as two classes with logits
@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import ml_collections as mlc
 import optax
 
-from bsa_jax.losses import resize_logits
+from bsa_jax.train.losses_binary import resize_logits
 
 OPERATORS = ("sobel", "sobel_l1", "laplacian")
 _MAGNITUDE_EPS = 1e-12

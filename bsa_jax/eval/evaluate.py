@@ -14,7 +14,11 @@ from typing import Callable, Mapping
 import numpy as np
 
 from bsa_jax import config_lib
-from bsa_jax import viz
+from bsa_jax.eval import overlays as viz
+from bsa_jax.data import checksums
+from bsa_jax.eval import metrics as metrics_lib
+from bsa_jax.eval import multiclass as evaluate_multiclass
+from bsa_jax.eval import tables
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
@@ -26,7 +30,6 @@ def get_evaluator(kind: str) -> Callable:
   if kind == "polyp":
     return evaluate_sets
   if kind == "multiclass":
-    from bsa_jax import evaluate_multiclass
     return evaluate_multiclass.evaluate_sets
   raise ValueError(f"Unknown --config.eval.kind={kind!r}; use 'polyp' or 'multiclass'.")
 
@@ -69,7 +72,6 @@ def evaluate_sets(predict: Callable[[dict], np.ndarray], eval_sets: Mapping, *,
 
 def markdown_summary(results: dict[str, dict[str, float]]) -> str:
   """One Markdown row per evaluated set: the six polyp metrics (or, for other kinds, every metric)."""
-  from bsa_jax.eval import metrics as metrics_lib
   first = next(iter(results.values()), {})
   names = [n for n in metrics_lib.METRIC_NAMES if n in first] or sorted(
       k for k in first if k != "num_images")
@@ -95,7 +97,6 @@ def git_commit() -> str:
 def provenance(config, *, checkpoint_step: int, selection: str) -> dict:
   """What produced a result row: code commit, config hash, data checksums, model, checkpoint and how
   it was chosen (MANIFEST.md-style content sha256 per dataset folder)."""
-  from bsa_jax.data import checksums
   return {
       "commit": git_commit(),
       "config_hash": config_lib.config_hash(config),
@@ -109,7 +110,6 @@ def provenance(config, *, checkpoint_step: int, selection: str) -> dict:
 def summary_table(results: dict, kind: str) -> str:
   """The Markdown summary for `config.eval.kind`."""
   if kind == "multiclass":
-    from bsa_jax import evaluate_multiclass
     return evaluate_multiclass.markdown_summary(results)
   return markdown_summary(results)
 
@@ -122,7 +122,6 @@ def write_results(workdir: str, results: dict[str, dict[str, float]], *, config,
   os.makedirs(out_dir, exist_ok=True)
   prov = provenance(config, checkpoint_step=checkpoint_step, selection=selection)
   if config.eval.kind == "multiclass":
-    from bsa_jax import evaluate_multiclass
     prov["protocol"] = evaluate_multiclass.PROTOCOL
   path = os.path.join(out_dir, "test_metrics.json")
   with open(path, "w") as f:
@@ -135,6 +134,5 @@ def write_results(workdir: str, results: dict[str, dict[str, float]], *, config,
   if config.eval.kind == "multiclass":
     paths.append(evaluate_multiclass.write_tables_csv(out_dir, results))
   else:
-    from bsa_jax.eval import tables
     paths += list(tables.write_tables(results, out_dir, prov))
   return paths

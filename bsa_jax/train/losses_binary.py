@@ -1,7 +1,7 @@
 """Training losses for binary polyp/lesion segmentation.
 
 `structure_loss` is PraNet's weighted BCE + weighted IoU (DengPingFan/PraNet:MyTrain.py, restated in
-SPEC §4.1): pixels near the mask's edges get up to 6× weight. Deep supervision adds the same loss on
+DECISIONS D6): pixels near the mask's edges get up to 6× weight. Deep supervision adds the same loss on
 every side output (upsampled to the mask size) and the Attention Rendering Module adds a point loss.
 Everything is computed in float32.
 """
@@ -55,14 +55,9 @@ def sample_nearest(mask: jax.Array, coords: jax.Array) -> jax.Array:
   return jax.vmap(lambda m, r, c: m[r, c])(mask, rows, cols)
 
 
-def segmentation_loss(logits: jax.Array, aux: dict, mask: jax.Array,
-                      train_config: mlc.ConfigDict) -> tuple[jax.Array, dict[str, jax.Array]]:
-  """Total loss = main + deep supervision + point loss; returns (loss, named parts)."""
-  if train_config.loss == "din":
-    from bsa_jax import losses_multiclass  # multi-class losses live beside the DIN model
-    return losses_multiclass.din_loss(logits, aux, mask, train_config)
-  if train_config.loss != "structure":
-    raise ValueError(f"Unknown --config.train.loss={train_config.loss!r}; use 'structure' or 'din'.")
+def binary_loss(logits: jax.Array, aux: dict, mask: jax.Array,
+                train_config: mlc.ConfigDict) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """Structure loss on the main output + deep supervision + the ARM's point loss; (loss, parts)."""
   _, height, width, _ = mask.shape
   parts = {"loss_main": structure_loss(resize_logits(logits, height, width), mask)}
   total = parts["loss_main"]

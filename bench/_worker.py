@@ -1,4 +1,4 @@
-"""One benchmark measurement in a fresh process: `python -m bsa_jax.bench._worker '<json spec>'`.
+"""One benchmark measurement in a fresh process: `python -m bench._worker '<json spec>'`.
 
 The environment (device count, threads) is fixed here before jax or torch is imported; the result is
 printed as one JSON line after `common.RESULT_MARK`, with this process's peak RSS.
@@ -36,19 +36,19 @@ def run(spec: dict) -> dict:
   """Dispatches on spec['kind']."""
   kind = spec["kind"]
   if kind == "jax_model":
-    from bsa_jax.bench import jax_step
+    from bench import jax_step
     return jax_step.run(spec)
   if kind == "torch_model":
-    from bsa_jax.bench import torch_step
+    from bench import torch_step
     return torch_step.run(spec)
   if kind == "peak":
-    from bsa_jax.bench import peak
+    from bench import peak
     return peak.run(spec)
   if kind == "metrics":
-    from bsa_jax.bench import metrics_bench
+    from bench import metrics_bench
     return metrics_bench.run(spec)
   if kind == "pipeline":
-    from bsa_jax.bench import pipeline_bench
+    from bench import pipeline_bench
     return pipeline_bench.run(spec)
   raise ValueError(f"unknown worker kind {kind!r}")
 
@@ -56,7 +56,7 @@ def run(spec: dict) -> dict:
 def main(argv: list[str]) -> int:
   spec = json.loads(argv[1])
   configure(spec)
-  from bsa_jax.bench import common
+  from bench import common
   start = time.perf_counter()
   result = run(spec)
   result["spec"] = spec

@@ -1,6 +1,6 @@
 """Multi-class scoring (ACDC, Synapse): per-class DSC/HD95 per volume (TransUNet/MERIT), slice sets.
 
-Volume protocol (SPEC §1.4; Beckschen/TransUNet:utils.py `test_single_volume`, kept by MERIT):
+Volume protocol (DECISIONS R2; Beckschen/TransUNet:utils.py `test_single_volume`, kept by MERIT):
 each slice is zoomed to the network size (scipy order 3), predicted, argmax'ed and zoomed back
 (order 0); per volume and foreground class c, on the binary 3-D masks pred == c and label == c:
   both non-empty  -> DSC = 2|P∩G| / (|P| + |G|), HD95 = 95th percentile of the symmetric surface
@@ -29,15 +29,16 @@ from typing import Callable, Iterable, Mapping, Sequence
 import numpy as np
 from scipy import ndimage
 
-from bsa_jax import enhance as enhance_lib
+from bsa_jax.data import enhance as enhance_lib
+from bsa_jax.data import eval_data
 
 CLASS_NAMES = {
     "acdc": ("RV", "Myo", "LV"),
-    # Label order after TransUNet's remap (SPEC §1.3), as in DIN's Results.png legend.
+    # Label order after TransUNet's remap (DECISIONS R1), as in DIN's Results.png legend.
     "synapse": ("Spleen", "RKidney", "LKidney", "Gallbladder", "Pancreas", "Liver", "Stomach",
                 "Aorta"),
 }
-# Mean DSC (%) read off DIN's Main_figure.png scatter plot (SPEC §1.1, ±0.05; other splits/runs).
+# Mean DSC (%) read off DIN's Main_figure.png scatter plot (DECISIONS R3, ±0.05; other splits/runs).
 REPORTED_MEAN_DSC = {
     "DIN": {"synapse": 85.5, "acdc": 93.26},
     "nnFormer": {"synapse": 86.6, "acdc": 92.1},
@@ -146,7 +147,6 @@ def predict_volume(predict: Callable[[dict], np.ndarray], image: np.ndarray, *, 
 
   Slices go in fixed-size batches (the last one zero-padded) so `predict` never recompiles.
   """
-  from bsa_jax.data import eval_data
   depth, height, width = image.shape
   inputs = eval_data.volume_to_model_input(image, size=size, normalize=normalize)  # (Z, S, S, 3)
   labels = np.zeros((depth, height, width), np.int32)

@@ -1,0 +1,221 @@
+"""Res2Net-50 v1b (deep stem, average-pool shortcuts): the backbone of SANet's and LDNet's official code.
+
+    python -m bsa_jax.models.res2net_v1b --out weights/res2net50_v1b \\
+        (--checkpoint res2net50_v1b_26w_4s-3cf99910.pth | --timm-model res2net50d --pretrained)
+
+SANet (weijun88/SANet `res2net.py`) and LDNet (ReaFly/LDNet `models/res2net.py`) both build
+`res2net50_v1b_26w_4s` of the Res2Net authors' "PretrainedModels" release, not the plain-stem
+`res2net50_26w_4s` that `res2net.py` mirrors. The two differ only outside the blocks' Res2Net
+hierarchy (0.019 M parameters):
+
+- stem: three 3×3 convs (3 -> 32 stride 2 -> 32 -> 64, BN + ReLU between) instead of one 7×7;
+- shortcut of a shape-changing block: 2×2 average pool with the block's stride (`ceil_mode`, padding
+  not counted) then a stride-1 1×1 conv + BN, instead of a strided 1×1 conv.
+
+timm's `res2net50d` is the same network with the same state-dict keys (`conv1.0/1/3/4/6`, `bn1`,
+`layer<k>.<i>.{conv1,bn1,convs.<j>,bns.<j>,conv3,bn3,downsample.1,downsample.2}`); on shared random
+weights the two give bit-equal features. `convert_state_dict` loads either (strictly, through
+`convert.common`) into `Res2NetV1b`; `backbone_from_variant` builds either Res2Net family by name,
+so a model can offer the official v1b backbone and timm's plain one side by side.
+"""
+
+import argparse
+import re
+import sys
+from typing import Any, Iterable, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import linen as nn
+
+from bsa_jax.models import res2net
+from bsa_jax.models.resnext import batch_norm, conv
+
+# Variant -> Res2NetV1b kwargs. Names differ from `res2net.VARIANTS` so `backbone_from_variant` can
+# serve both tables.
+VARIANTS = {
+    "res2net50_v1b_26w_4s": dict(layers=(3, 4, 6, 3), base_width=26, scale=4),
+    "res2net101_v1b_26w_4s": dict(layers=(3, 4, 23, 3), base_width=26, scale=4),
+    # Same code paths at a fraction of the cost, for tests (width per group: 16 * 32 // 64 = 8).
+    "v1b_test": dict(layers=(1, 2, 1, 1), widths=(16, 16, 32, 32), stem_width=8, stem_out=16,
+                     base_width=32, scale=4),
+}
+DONT_LOAD = (r"^fc\.",)  # the ImageNet classifier, which neither SANet nor LDNet registers
+# torch key prefix -> our module name (everything else maps by `convert.common`'s mechanical rules).
+_RENAMES = {r"^conv1\.0\.": "stem_conv1.", r"^conv1\.1\.": "stem_bn1.", r"^conv1\.3\.": "stem_conv2.",
+            r"^conv1\.4\.": "stem_bn2.", r"^conv1\.6\.": "stem_conv3.",
+            r"\.downsample\.1\.": ".downsample_conv.", r"\.downsample\.2\.": ".downsample_bn."}
+
+
+def avg_down(x: jax.Array, strides: int) -> jax.Array:
+  """torch AvgPool2d(strides, strides, ceil_mode=True, count_include_pad=False) on (B, H, W, C)."""
+  if strides == 1:
+    return x
+  _, h, w, _ = x.shape
+  pad = ((0, -h % strides), (0, -w % strides))  # ceil_mode: a partial last window, averaged as such
+  return nn.avg_pool(x, (strides, strides), strides=(strides, strides), padding=pad,
+                     count_include_pad=False)
+
+
+class Bottle2neckV1b(nn.Module):
+  """Res2Net bottleneck with the v1b shortcut (see module docstring); same hierarchy as
+  `res2net.Bottle2neck`: y_1 = K_1(x_1), y_i = K_i(x_i + y_{i-1}), the last group passed through
+  (average-pooled with the stride in a stage's first block, which also drops the sums).
+
+  Attributes:
+    features: `planes`; the block outputs 4 * features channels.
+    strides: stride of the 3×3 group convs, of the last group's pool and of the shortcut's pool.
+    base_width: group width = floor(features * base_width / 64).
+    scale: number of groups.
+    dtype: compute dtype; params float32.
+  """
+  features: int
+  strides: int = 1
+  base_width: int = 26
+  scale: int = 4
+  dtype: Any = jnp.float32
+
+  expansion = 4
+
+  @nn.compact
+  def __call__(self, x, *, train: bool = False):
+    """x: (B, H, W, C_in) -> (B, H/s, W/s, 4 * features)."""
+    width = self.features * self.base_width // 64
+    out_features = self.features * self.expansion
+    stage_first = self.strides > 1 or x.shape[-1] != out_features  # official stype='stage'
+    y = conv(width * self.scale, 1, dtype=self.dtype, name="conv1")(x)
+    y = nn.relu(batch_norm(train, dtype=self.dtype, name="bn1")(y))  # (B, H, W, width * scale)
+    splits = jnp.split(y, self.scale, axis=-1)  # scale × (B, H, W, width)
+    outs = []
+    for i in range(max(1, self.scale - 1)):
+      group = splits[i] if i == 0 or stage_first else outs[-1] + splits[i]
+      group = conv(width, 3, self.strides, dtype=self.dtype, name=f"convs_{i}")(group)
+      outs.append(nn.relu(batch_norm(train, dtype=self.dtype, name=f"bns_{i}")(group)))
+    if self.scale > 1:
+      last = splits[-1]
+      if stage_first:  # AvgPool2d(3, stride, padding=1) counting the zero padding
+        last = nn.avg_pool(last, (3, 3), strides=(self.strides,) * 2, padding=((1, 1), (1, 1)),
+                           count_include_pad=True)
+      outs.append(last)
+    y = jnp.concatenate(outs, axis=-1)  # (B, H/s, W/s, width * scale)
+    y = batch_norm(train, dtype=self.dtype, name="bn3")(
+        conv(out_features, 1, dtype=self.dtype, name="conv3")(y))
+    if stage_first:
+      x = conv(out_features, 1, dtype=self.dtype, name="downsample_conv")(avg_down(x, self.strides))
+      x = batch_norm(train, dtype=self.dtype, name="downsample_bn")(x)
+    return nn.relu(y + x)
+
+
+class Res2NetV1b(nn.Module):
+  """Res2Net v1b backbone without the classifier: deep 3×3 stem, 3×3/2 max-pool, four stages.
+
+  Attributes:
+    layers: blocks per stage.
+    widths: `planes` per stage; stages output 4× this.
+    stem_width: channels of the stem's first two convs (32 in v1b).
+    stem_out: channels of the stem's last conv and of `stem` (64).
+    base_width, scale: see `Bottle2neckV1b`.
+    dtype: compute dtype; params float32.
+  """
+  layers: Sequence[int] = (3, 4, 6, 3)
+  widths: Sequence[int] = (64, 128, 256, 512)
+  stem_width: int = 32
+  stem_out: int = 64
+  base_width: int = 26
+  scale: int = 4
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, image, *, train: bool = False) -> dict[str, jax.Array]:
+    """image: (B, H, W, 3) -> {'stem': (B, H/2, W/2, stem_out), 'stage{k}': (B, H/2^(k+1), ...)}."""
+    x = image.astype(self.dtype)
+    for i, (features, strides) in enumerate(
+        ((self.stem_width, 2), (self.stem_width, 1), (self.stem_out, 1)), start=1):
+      x = conv(features, 3, strides, dtype=self.dtype, name=f"stem_conv{i}")(x)
+      if i < 3:  # the last conv's BN is `bn1`, as in the state dict
+        x = nn.relu(batch_norm(train, dtype=self.dtype, name=f"stem_bn{i}")(x))
+    x = nn.relu(batch_norm(train, dtype=self.dtype, name="bn1")(x))  # (B, H/2, W/2, stem_out)
+    features = {"stem": x}
+    x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))  # pads with -inf, as torch
+    for k, (depth, planes) in enumerate(zip(self.layers, self.widths), start=1):
+      for i in range(depth):
+        strides = 2 if k > 1 and i == 0 else 1
+        x = Bottle2neckV1b(planes, strides, self.base_width, self.scale, dtype=self.dtype,
+                           name=f"layer{k}_{i}")(x, train=train)
+      features[f"stage{k}"] = x  # (B, H/2^(k+1), W/2^(k+1), 4 * planes)
+    return features
+
+
+def backbone_from_variant(variant: str, **overrides) -> nn.Module:
+  """A v1b `Res2NetV1b` (`VARIANTS` key) or a plain-stem `res2net.Res2Net` (`res2net.VARIANTS` key)."""
+  if variant in VARIANTS:
+    return Res2NetV1b(**{**VARIANTS[variant], **overrides})
+  if variant in res2net.VARIANTS:
+    return res2net.res2net_from_variant(variant, **overrides)
+  raise ValueError(f"unknown Res2Net variant {variant!r}; choose from "
+                   f"{sorted(VARIANTS) + sorted(res2net.VARIANTS)}")
+
+
+# ---------------------------------------------------------------- weights (timm res2net50d / official)
+
+def rename(torch_key: str) -> str:
+  """Official / timm `res2net50d` key -> our naming, before `convert.common`'s mechanical rules."""
+  for pattern, replacement in _RENAMES.items():
+    torch_key = re.sub(pattern, replacement, torch_key)
+  return torch_key
+
+
+def infer_config(state_dict: Mapping[str, np.ndarray]) -> dict:
+  """`Res2NetV1b` kwargs read off a v1b / `res2net50d` state dict's shapes."""
+  from bsa_jax.models.convert import common
+  from bsa_jax.models.convert import res2net as plain_rules
+  if "conv1.6.weight" not in state_dict or "layer1.0.convs.0.weight" not in state_dict:
+    raise common.ConversionError("not a deep-stem Res2Net state dict (no conv1.6.weight / "
+                                 "layer1.0.convs.0.weight)")
+  # The plain-stem rules read the blocks; they only need a `conv1.weight` for the stem's output.
+  config = plain_rules.infer_config({**state_dict, "conv1.weight": state_dict["conv1.6.weight"]})
+  config["stem_out"] = config.pop("stem_width")
+  config["stem_width"] = int(state_dict["conv1.0.weight"].shape[0])
+  return config
+
+
+def convert_state_dict(state_dict: Mapping[str, np.ndarray], config: dict | None = None, *,
+                       dont_load: Iterable[str] = DONT_LOAD):
+  """v1b / timm `res2net50d` state dict -> `convert.Converted` (family 'res2net_v1b'), strictly.
+
+  Raises `convert.ConversionError` listing every unmapped key, missing key and shape mismatch.
+  """
+  from bsa_jax.models import convert
+  config = dict(config or infer_config(state_dict))
+  variables = convert.common.convert_state_dict(
+      state_dict, Res2NetV1b(**config), input_shape=(1, 64, 64, 3), dont_load=tuple(dont_load),
+      rename=rename, what="res2net_v1b")
+  return convert.Converted("res2net_v1b", config, variables)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+  """CLI: converts an official v1b checkpoint or timm's `res2net50d` into a `--config.model_init` dir."""
+  from bsa_jax.models import convert
+  parser = argparse.ArgumentParser(prog="python -m bsa_jax.models.res2net_v1b",
+                                   description=main.__doc__)
+  parser.add_argument("--out", required=True)
+  source = parser.add_mutually_exclusive_group(required=True)
+  source.add_argument("--checkpoint", help="official res2net50_v1b_26w_4s-3cf99910.pth (or timm file)")
+  source.add_argument("--timm-model", help="a timm deep-stem Res2Net, e.g. res2net50d")
+  parser.add_argument("--pretrained", action="store_true", help="with --timm-model: timm's weights")
+  args = parser.parse_args(argv)
+  if args.checkpoint:
+    state_dict, origin = convert.load_state_dict(args.checkpoint), {"checkpoint": args.checkpoint}
+  else:
+    import timm
+    model = timm.create_model(args.timm_model, pretrained=args.pretrained)
+    state_dict = {k: convert.common.to_numpy(v) for k, v in model.state_dict().items()}
+    origin = {"timm_model": args.timm_model, "pretrained": args.pretrained}
+  converted = convert_state_dict(state_dict)
+  convert.save_converted(args.out, converted, source=origin)
+  print(f"wrote {args.out} ({converted.config})")
+
+
+if __name__ == "__main__":
+  main(sys.argv[1:])

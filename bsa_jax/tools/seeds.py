@@ -1,0 +1,81 @@
+"""Several seeds of one config, and their test results as mean ± std (sample std, n-1).
+
+  python launch.py --config=configs/kvasir.py --workdir=workdirs/kvasir --seeds=0,1,2
+
+Each seed trains in `<workdir>/seed_<k>` (resumable like any run; a finished seed is only re-scored)
+and the summary goes to `<workdir>/seeds_summary.{md,csv,json}` with every seed's provenance.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from typing import Sequence
+
+import numpy as np
+
+from bsa_jax import cli
+
+from bsa_jax import train
+from bsa_jax.eval import metrics as metrics_lib
+
+
+def aggregate(per_seed: Sequence[dict[str, dict[str, float]]]) -> dict[str, dict[str, dict]]:
+  """{set: {metric: {'mean', 'std', 'n'}}} over seeds; std is the sample std (0 for one seed)."""
+  out: dict[str, dict[str, dict]] = {}
+  for set_name in per_seed[0]:
+    metrics = [m for m in per_seed[0][set_name] if m != "num_images"]
+    out[set_name] = {}
+    for metric in metrics:
+      values = np.array([r[set_name][metric] for r in per_seed], np.float64)
+      std = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+      out[set_name][metric] = {"mean": float(values.mean()), "std": std, "n": len(values)}
+  return out
+
+
+def write_summary(workdir: str, seeds: Sequence[int], per_seed: Sequence[dict],
+                  provenance: Sequence[dict], columns: Sequence[str]) -> list[str]:
+  """Markdown (mean ± std per test set), CSV and JSON of the seeds' test results."""
+  stats = aggregate(per_seed)
+  md = [f"# {len(seeds)} seeds ({', '.join(map(str, seeds))}): test results, mean ± std", "",
+        "| test set | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
+  for set_name, metrics in stats.items():
+    md.append(f"| {set_name} | " + " | ".join(
+        f"{metrics[c]['mean']:.3f} ± {metrics[c]['std']:.3f}" for c in columns) + " |")
+  md += ["", "Per seed:"] + [f"- seed {s}: " + ", ".join(f"{k}: {v}" for k, v in p.items())
+                             for s, p in zip(seeds, provenance)]
+  paths = [os.path.join(workdir, f"seeds_summary.{ext}") for ext in ("md", "csv", "json")]
+  with open(paths[0], "w") as f:
+    f.write("\n".join(md) + "\n")
+  with open(paths[1], "w", newline="") as f:
+    writer = csv.writer(f)
+    writer.writerow(["test_set", "metric", "mean", "std", "n"])
+    for set_name, metrics in stats.items():
+      for metric, s in metrics.items():
+        writer.writerow([set_name, metric, s["mean"], s["std"], s["n"]])
+  with open(paths[2], "w") as f:
+    json.dump({"seeds": list(seeds), "stats": stats, "per_seed": list(per_seed),
+               "provenance": list(provenance)}, f, indent=2)
+  return paths
+
+
+def run(config, workdir: str, seeds: Sequence[int]) -> list[str]:
+  """Trains and tests `config` once per seed, then writes the summary; returns its paths."""
+  if not config.data.test:
+    raise cli.UserError("--seeds compares test results, but config.data.test is empty; name a test "
+                        "set, e.g. --config.data.test=folder:/path/to/test_set.")
+  per_seed, provenance = [], []
+  for seed in seeds:
+    seed_config = config.copy_and_resolve_references()
+    seed_config.seed = int(seed)
+    seed_dir = os.path.join(workdir, f"seed_{seed}")
+    train.main(seed_config, seed_dir)
+    with open(os.path.join(seed_dir, "results", "test_metrics.json")) as f:
+      saved = json.load(f)
+    per_seed.append(saved["results"])
+    provenance.append(saved["provenance"])
+  first = next(iter(per_seed[0].values()))
+  columns = [c for c in metrics_lib.METRIC_NAMES if c in first] or sorted(
+      k for k in first if k != "num_images")
+  return write_summary(workdir, seeds, per_seed, provenance, columns)

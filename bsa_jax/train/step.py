@@ -1,0 +1,76 @@
+"""The train step: one pure, jitted optimizer step on a global batch, and the eval-mode forward pass.
+
+`train_step` is what `trainer.main` jits over the device mesh (state replicated, batch sharded on the
+`data` axis, state buffers donated); the benchmarks and tests jit the very same function.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from bsa_jax.train import losses
+
+
+def init_state(model, tx, rng: jax.Array, image_size: int) -> dict[str, Any]:
+  """Creates params, BatchNorm statistics and optimizer state (traced under jit with shardings)."""
+  dummy = jnp.zeros((1, image_size, image_size, 3), jnp.float32)
+  params_rng, dropout_rng, points_rng = jax.random.split(rng, 3)
+  variables = model.init({"params": params_rng, "dropout": dropout_rng, "points": points_rng},
+                         dummy, train=False)
+  params = variables["params"]
+  return {
+      "step": jnp.zeros((), jnp.int32),
+      "params": params,
+      "batch_stats": variables.get("batch_stats", {}),
+      "opt_state": tx.init(params),
+  }
+
+
+def model_inputs(batch: dict) -> dict:
+  """The batch entries a model takes: `image`, plus extra image inputs (e.g. DIN's `image_enhanced`)."""
+  return {k: v for k, v in batch.items() if k.startswith("image")}
+
+
+def train_step(state, batch, base_rng, *, model, tx, schedule, train_config):
+  """One optimizer step on the global batch. Pure: (state, batch) → (new state, metrics)."""
+  step_rng = jax.random.fold_in(base_rng, state["step"])
+  dropout_rng, points_rng = jax.random.split(step_rng)
+
+  inputs = model_inputs(batch)
+
+  def loss_fn(params):
+    variables = {"params": params, "batch_stats": state["batch_stats"]}
+    (logits, aux), new_vars = model.apply(
+        variables, **inputs, train=True, mutable=["batch_stats"],
+        rngs={"dropout": dropout_rng, "points": points_rng})
+    loss, parts = losses.segmentation_loss(logits, aux, batch["mask"], train_config)
+    return loss, (new_vars.get("batch_stats", {}), parts)
+
+  (loss, (batch_stats, parts)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
+  updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+  params = optax.apply_updates(state["params"], updates)
+  new_state = {"step": state["step"] + 1, "params": params, "batch_stats": batch_stats,
+               "opt_state": opt_state}
+  # Never let a non-finite step replace the last good state (the host then stops the run).
+  finite = jnp.isfinite(loss) & jnp.isfinite(optax.global_norm(grads))
+  new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state, state)
+  metrics = {
+      "loss": loss,
+      "grad_norm": optax.global_norm(grads),
+      "param_norm": optax.global_norm(params),
+      "update_norm": optax.global_norm(updates),
+      "learning_rate": schedule(state["step"]),
+      **parts,
+  }
+  return new_state, metrics
+
+
+def predict_step(state, inputs, *, model):
+  """Eval-mode logits (B, S, S, num_classes) at the network resolution."""
+  variables = {"params": state["params"], "batch_stats": state["batch_stats"]}
+  logits, _ = model.apply(variables, **inputs, train=False)
+  return logits

@@ -1,0 +1,43 @@
+"""LDNet baseline on the PraNet polyp benchmark: configs/kvasir.py with the model, its input size and its
+loss swapped.
+
+  python -m bsa_jax.models.res2net_v1b --timm-model res2net50d --pretrained --out ckpt/res2net50_v1b
+  python launch.py --config=configs/kvasir_ldnet.py --workdir=workdirs/kvasir_ldnet \\
+      --config.model_init=ckpt/res2net50_v1b                                               # GPU
+  python launch.py --config=configs/kvasir_ldnet.py:small --workdir=workdirs/kvasir_ldnet_s  # CPU
+  python launch.py --config=configs/kvasir_ldnet.py:cpu --workdir=workdirs/kvasir_ldnet_cpu  # CPU budget
+
+Same data, seeded validation carve-out, test sets, batch, optimizer, epochs and metrics as BSA-Net;
+LDNet's own parts are its 224×224 input and its loss (BCE + Dice on the full map and each of the four
+side maps against the halved mask, `train.loss='ldnet'`, i.e. `bsa_jax.models.ldnet.loss`). The
+Res2Net-50 v1b encoder is ImageNet-initialised via `--config.model_init` (see configs/kvasir_sanet.py
+for the conversion). Zhang et al. trained with flips, rotation, 0.9-1.1 zoom and 224 crops of
+256-px images, SGD (momentum 0.9, weight decay 1e-5, lr 1e-3, poly 0.9) for 80 epochs at batch 16;
+`--config.train.optimizer=sgd --config.train.lr=1e-3 --config.train.weight_decay=1e-5
+--config.train.schedule=poly --config.train.num_epochs=80` is that optimizer (its poly decay
+per step instead of per epoch).
+
+'cpu' is configs/kvasir.py:cpu (cosine, light augmentation, from scratch) with the same full-size
+LDNet at 128 px (a multiple of the encoder's stride 32); 'small' is the tiny LDNet at 64 px.
+"""
+
+import os
+
+from bsa_jax import config_lib
+
+
+def get_config(arg: str | None = None):
+  """arg: '' (configs/kvasir.py's protocol at 224 px), 'cpu' (its CPU budget) or 'small' (tiny LDNet)."""
+  if arg not in (None, "", "cpu", "small"):
+    raise ValueError(f"Unknown config argument {arg!r} for configs/kvasir_ldnet.py; use '', "
+                     "'cpu' or 'small'.")
+  base = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kvasir.py")
+  c = config_lib.load_config(f"{base}:{arg}" if arg else base)
+  c.model_name = "ldnet"
+  c.model.variant = "tiny" if arg == "small" else "paper"
+  c.train.loss = "ldnet"
+  if arg == "cpu":
+    c.data.image_size = 128
+  elif not arg:
+    c.data.image_size = 224  # LDNet's train crop and test size
+  return c
