@@ -38,7 +38,8 @@ def base_config() -> mlc.ConfigDict:
   c.model = mlc.ConfigDict({"variant": "paper", "num_classes": 1})
   # Initialisation: a converted checkpoint dir (see `python -m bsa_jax.models.convert`) or ''.
   c.model_init = ""
-  # Resume from this checkpoint dir when the workdir holds none (e.g. fine-tune a trained run).
+  # Start from another run when this workdir holds no checkpoint (e.g. fine-tune a trained run): a
+  # step dir, or a run's checkpoints/ dir (its best validation step if scored, else its latest).
   c.resume = ""
 
   c.data = mlc.ConfigDict()

@@ -202,3 +202,41 @@ def test_resume_falls_back_to_the_previous_intact_step(finished_run, tmp_path):
   assert summary["step"] == 6
   assert os.listdir(os.path.join(workdir, ckpt_lib.DAMAGED_DIR)) == ["6"]
   assert 6 in [int(s) for s in os.listdir(os.path.join(workdir, "checkpoints")) if s.isdigit()]
+
+
+# ------------------------------------------------------------------ config.resume
+
+
+def _params_of_step(workdir: str, step: int):
+  import orbax.checkpoint as ocp
+  return ocp.StandardCheckpointer().restore(
+      os.path.join(workdir, "checkpoints", str(step), "state"))["params"]
+
+
+def test_config_resume_starts_from_the_other_runs_best_validation_step(finished_run, tmp_path):
+  """`--config.resume=<run>/checkpoints` loads that run's best step on validation (else its
+  latest); a step directory loads that step."""
+  import jax
+  from bsa_jax import models
+  from bsa_jax.train import optim
+  from bsa_jax.train import step as step_lib
+  config = finished_run[1]
+  source = _copy(finished_run[0], tmp_path)
+  # Make the oldest step the best on validation, so "best" and "latest" differ.
+  with open(os.path.join(source, "checkpoints", "2", "metrics", "metrics"), "w") as f:
+    json.dump({"mDSC": 0.99}, f)
+  checkpointer = ckpt_lib.Checkpointer(os.path.join(source, "checkpoints"), keep=10,
+                                       select_metric="mDSC")
+  best = checkpointer.best_step()
+  checkpointer.close()
+  assert best == 2
+  model = models.build_model(config)
+  tx, _ = optim.make_optimizer(config.train, 6)
+  abstract = jax.eval_shape(lambda: step_lib.init_state(model, tx, jax.random.key(0), 32))
+  state, step = ckpt_lib.restore_state_only(os.path.join(source, "checkpoints"), abstract)
+  assert step == best
+  jax.tree.map(np.testing.assert_array_equal, state["params"], _params_of_step(source, best))
+  other = next(s for s in (2, 4, 6) if s != best)
+  state, step = ckpt_lib.restore_state_only(os.path.join(source, "checkpoints", str(other)), abstract)
+  assert step == other
+  jax.tree.map(np.testing.assert_array_equal, state["params"], _params_of_step(source, other))

@@ -173,7 +173,8 @@ def restore_or_init(config: mlc.ConfigDict, run: Run, steps: Steps, train_iter,
     latest, state, meta = resumed
     logging.info("Resumed from %s/%d", checkpointer.directory, latest)
   elif config.resume:
-    state, step = ckpt_lib.restore_state_only(config.resume, steps.abstract_state)
+    state, step = ckpt_lib.restore_state_only(config.resume, steps.abstract_state,
+                                              config.eval.select_metric)
     logging.info("Initialised from --config.resume=%s (step %d)", config.resume, step)
   else:
     state = steps.init(steps.base_rng)

@@ -172,10 +172,12 @@ class Checkpointer:
     self.manager.close()
 
 
-def restore_state_only(directory: str, abstract_state: Any) -> tuple[Any, int]:
+def restore_state_only(directory: str, abstract_state: Any,
+                       select_metric: str = "mDSC") -> tuple[Any, int]:
   """Restores the train state from another run's checkpoint dir (`config.resume`); returns (state, step).
 
-  `directory` is either a run's `checkpoints/` dir (its best step if any, else the latest) or a step dir.
+  `directory` is either a step dir (that step) or a run's `checkpoints/` dir: its best step by the
+  stored validation `select_metric` (the later one on ties, as the trainer selects), else its latest.
   """
   directory = os.path.abspath(directory)
   manager_dir, step = directory, None
@@ -184,7 +186,9 @@ def restore_state_only(directory: str, abstract_state: Any) -> tuple[Any, int]:
   manager = ocp.CheckpointManager(manager_dir, item_names=("state", "data", "meta"),
                                   options=ocp.CheckpointManagerOptions(read_only=True))
   if step is None:
-    step = manager.latest_step()
+    scored = [(metrics[select_metric], s) for s in manager.all_steps()
+              if (metrics := manager.metrics(s)) and select_metric in metrics]
+    step = max(scored)[1] if scored else manager.latest_step()
   if step is None:
     raise FileNotFoundError(f"--config.resume={directory!r} holds no checkpoint; point it at a "
                             "run's checkpoints/ directory or one of its step directories.")
