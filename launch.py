@@ -23,6 +23,9 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints, metrics and 
 _SEEDS = flags.DEFINE_list(
     "seeds", None, "Train once per seed (e.g. 0,1,2) into <workdir>/seed_<k> and write "
     "<workdir>/seeds_summary.{md,csv,json} with mean ± std of the test metrics.")
+_ALLOW_CONFIG_CHANGE = flags.DEFINE_bool(
+    "allow_config_change", False, "Continue a run in --workdir although its stored config.json "
+    "differs in keys that change results; the change is recorded in config_history.jsonl.")
 _DISTRIBUTED = flags.DEFINE_bool(
     "distributed", False, "Call jax.distributed.initialize() (auto-detects SLURM/TPU/GPU clusters).")
 _COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of process 0.")
@@ -41,6 +44,7 @@ def main(argv):
   except ValueError:
     raise cli.UserError(f"--seeds={','.join(_SEEDS.value)}: give integers, e.g. --seeds=0,1,2") from None
   launch.run(_CONFIG.value, _WORKDIR.value, seeds=seeds,
+             allow_config_change=_ALLOW_CONFIG_CHANGE.value,
              overridden=config_flags.get_override_values(flags.FLAGS["config"]),
              coordinator_address=_COORDINATOR.value, num_processes=_NUM_PROCESSES.value,
              process_id=_PROCESS_ID.value, auto=_DISTRIBUTED.value)

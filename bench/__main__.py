@@ -25,15 +25,15 @@ from bench import plan as plan_lib
 from bench import report
 from bench import sections as sections_lib
 
-PLANS = ("full", "short", "quick")
+PLANS = tuple(plan_lib.PLANS)  # full, short, quick, gpu, gpu_quick
 TORCH_MODES = ("eager", "channels_last", "compile", "compile_channels_last")
 
 
 @dataclasses.dataclass
 class Options:
   """What to run; None keeps the plan's value. See `python -m bsa_jax.bench --help`."""
-  plan: str = "full"  # full | short | quick
-  sections: tuple[str, ...] = plan_lib.SECTIONS
+  plan: str = "full"  # full | short | quick | gpu | gpu_quick
+  sections: tuple[str, ...] | None = None  # None: the plan's sections
   out: str = "bench/results.json"  # '' to skip
   md: str = "bench/RESULTS.md"  # '' to skip
   repeats: int | None = None
@@ -43,34 +43,42 @@ class Options:
   torch_modes: tuple[str, ...] | None = None
   timeout: float | None = None
   report_only: str | None = None  # a saved results JSON to rebuild the report from
+  xla_flags: str = ""  # added to every worker's XLA_FLAGS (e.g. one flag of the flag study)
+  flag_sets: tuple[str, ...] | None = None  # the `flags` section's sets (the first is the baseline)
 
 
 def make_plan(args: Options) -> plan_lib.Plan:
-  """FULL, SHORT or QUICK with the command-line overrides."""
-  plan = {"full": plan_lib.FULL, "short": plan_lib.SHORT, "quick": plan_lib.QUICK}[args.plan]
+  """One of `plan_lib.PLANS` with the command-line overrides."""
+  plan = plan_lib.PLANS[args.plan]
   overrides = {"repeats": args.repeats, "warmup": args.warmup, "jobs": args.jobs,
                "torch_modes": tuple(args.torch_modes) if args.torch_modes else None,
-               "timeout_s": args.timeout}
+               "timeout_s": args.timeout,
+               "flag_sets": tuple(args.flag_sets) if args.flag_sets else None}
   return dataclasses.replace(plan, **{k: v for k, v in overrides.items() if v is not None})
 
 
 def run(args: Options) -> dict:
   """Runs every worker the plan needs and returns the results dict (as written to the JSON)."""
   plan = make_plan(args)
-  names = [s for s in plan_lib.SECTIONS if s in args.sections]
+  names = [s for s in plan_lib.ALL_SECTIONS if s in (args.sections or plan.sections)]
   # Workers running side by side share the cores; oversubscribed OpenMP threads (torch) spin and
   # collapse (a 55 ms step took 10 s with 2 threads on a busy 2-core machine).
   threads = args.threads or max(1, (os.cpu_count() or 1) // plan.jobs)
   meta = {"machine": common.machine_info(threads), "plan": dataclasses.asdict(plan),
-          "sections": names, "command": " ".join(["python -m bsa_jax.bench"] + sys.argv[1:])}
+          "sections": names, "command": " ".join(["python -m bsa_jax.bench"] + sys.argv[1:]),
+          "xla_flags": args.xla_flags}
   start = time.perf_counter()
   save_dir = tempfile.mkdtemp(prefix="bsa_bench_")
   try:
     specs = plan_lib.worker_specs(plan, names, threads=threads, save_dir=save_dir)
+    if args.xla_flags:
+      specs = [{**spec, "xla_flags": args.xla_flags} for spec in specs]
     log = lambda msg: print(msg, file=sys.stderr, flush=True)
     raw = common.run_workers(specs, jobs=plan.jobs, timeout=plan.timeout_s, log=log)
     if "scaling" in names:
       raw.append(sections_lib.params_diff(raw, plan))
+    if "flags" in names:
+      raw.append(sections_lib.flags_diff(raw))
     meta["wall_s"] = time.perf_counter() - start
     # The measurements first: a bug in the report must not cost a long run (see --report_only).
     write(args.out, json.dumps(finite_or_none({"meta": meta, "raw": raw}), indent=2) + "\n")

@@ -13,12 +13,33 @@ import sys
 import time
 
 
+def xla_flags(spec: dict, inherited: str) -> str:
+  """XLA_FLAGS of the worker: the inherited ones, the run's `--xla_flags`, the flag study's set,
+  and the simulated host device count (`devices`; 'all' devices = 1 host device)."""
+  devices = max(1, int(spec.get("devices", 1)))
+  flags = re.sub(r"--xla_force_host_platform_device_count=\S+", "", inherited)
+  parts = [flags, spec.get("xla_flags", ""), spec.get("study_flags", ""),
+           f"--xla_force_host_platform_device_count={devices}"]
+  return " ".join(p.strip() for p in parts if p.strip())
+
+
+def limit_accelerators(devices: int) -> None:
+  """Only the first `devices` GPUs are visible (0 = all of them), so one-GPU runs use one GPU."""
+  if devices <= 0:
+    return
+  for name in ("CUDA_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES"):
+    visible = [d for d in os.environ.get(name, "").split(",") if d.strip()]
+    os.environ[name] = ",".join(visible[:devices] if visible else map(str, range(devices)))
+
+
 def configure(spec: dict) -> None:
-  """XLA device count, CPU platform and thread count; must run before jax/torch are imported."""
-  devices = int(spec.get("devices", 1))
-  flags = re.sub(r"--xla_force_host_platform_device_count=\S+", "", os.environ.get("XLA_FLAGS", ""))
-  os.environ["XLA_FLAGS"] = f"{flags.strip()} --xla_force_host_platform_device_count={devices}".strip()
-  os.environ["JAX_PLATFORMS"] = "cpu"
+  """XLA flags and device count, platform and thread count; must run before jax/torch are imported."""
+  os.environ["XLA_FLAGS"] = xla_flags(spec, os.environ.get("XLA_FLAGS", ""))
+  platform = spec.get("platform", "cpu")
+  if platform == "auto":  # the gpu plan: JAX picks (JAX_PLATFORMS, if set, still rules)
+    limit_accelerators(int(spec.get("devices", 1)))
+  else:
+    os.environ["JAX_PLATFORMS"] = platform
   os.environ.setdefault("HF_HUB_OFFLINE", "1")
   # Cold torch.compile every time, as our XLA compiles are (no persistent cache on either side).
   os.environ.setdefault("TORCHINDUCTOR_FORCE_DISABLE_CACHES", "1")
@@ -50,6 +71,12 @@ def run(spec: dict) -> dict:
   if kind == "pipeline":
     from bench import pipeline_bench
     return pipeline_bench.run(spec)
+  if kind in ("startup", "startup_step"):
+    from bench import startup_bench
+    return startup_bench.run(spec) if kind == "startup" else startup_bench.run_step(spec)
+  if kind == "flags":
+    from bench import flag_bench
+    return flag_bench.run(spec)
   raise ValueError(f"unknown worker kind {kind!r}")
 
 

@@ -20,7 +20,7 @@ import time
 from typing import Any, Callable
 
 RESULT_MARK = "BENCH_RESULT "
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # bench/ is at the top
 
 
 # ------------------------------------------------------------------------------------------------

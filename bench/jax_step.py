@@ -63,12 +63,14 @@ def flat_params(params) -> dict[str, np.ndarray]:
   return {"/".join(str(getattr(k, "key", k)) for k in path): np.asarray(v) for path, v in leaves}
 
 
-def build(spec: dict):
-  """(state, batch, base_rng, jitted train step, jitted predict step, num_params)."""
+def build(spec: dict, wrap_tx=None):
+  """(state, batch, base_rng, jitted train step, jitted predict step, num_params); `wrap_tx(tx)`
+  may wrap the optimizer (the flag study keeps the raw gradient in the optimizer state)."""
   config = make_config(spec)
   mesh = sharding_lib.make_mesh(config.mesh)
   model = models.build_model(config)
   tx, schedule = optim.make_optimizer(config.train, total_steps=1000)
+  tx = wrap_tx(tx) if wrap_tx else tx
   init_fn = functools.partial(train.init_state, model, tx, image_size=config.data.image_size)
   repl = sharding_lib.replicated(mesh)
   base_rng = jax.jit(lambda: jax.random.key(config.seed), out_shardings=repl)()
@@ -81,16 +83,7 @@ def build(spec: dict):
   if spec.get("batch_order", "given") == "reversed":  # the same images, summed in another order
     image, mask = image[::-1].copy(), mask[::-1].copy()
   batch = sharding_lib.global_batch({"image": image, "mask": mask}, mesh)
-  batch_sharding = sharding_lib.batch_sharding(mesh)
-  # The trainer's jit of the step (bsa_jax/train.py, "steps").
-  step_fn = jax.jit(
-      functools.partial(train.train_step, model=model, tx=tx, schedule=schedule,
-                        train_config=config.train),
-      in_shardings=(state_sharding, batch_sharding, repl),
-      out_shardings=(state_sharding, repl),
-      donate_argnums=(0,))
-  predict_fn = jax.jit(functools.partial(train.predict_step, model=model),
-                       in_shardings=(state_sharding, batch_sharding), out_shardings=batch_sharding)
+  step_fn, predict_fn = train.jit_steps(model, tx, schedule, config.train, mesh, state_sharding)
   return state, batch, base_rng, step_fn, predict_fn, num_params
 
 
@@ -110,7 +103,10 @@ def compile_timed(jitted, *args) -> tuple[object, dict]:
 def run(spec: dict) -> dict:
   """Worker entry: compile and time the train step (and predict step if spec['predict'])."""
   out = {"framework": "jax", "device_count": jax.device_count(),
-         "backend": jax.default_backend()}
+         "backend": jax.default_backend(), "device_kind": jax.devices()[0].device_kind}
+  if spec.get("batch_per_device"):  # the gpu plan: `batch` images on every device
+    spec = {**spec, "batch": int(spec["batch"]) * jax.device_count()}
+  out["global_batch"] = int(spec["batch"])
   state, batch, base_rng, step_fn, predict_fn, num_params = build(spec)
   out["num_params"] = num_params
   step, out["train_compile"] = compile_timed(step_fn, state, batch, base_rng)
@@ -127,7 +123,8 @@ def run(spec: dict) -> dict:
     train_once()
     first = time.perf_counter() - start
   first_metrics = {k: float(v) for k, v in jax.device_get(holder["metrics"]).items()}
-  out["first_step"] = {"time_s": first, **first_metrics}
+  # `at`: the wall clock when the first step was done (the start-up section's end point).
+  out["first_step"] = {"time_s": first, "at": time.time(), **first_metrics}
   if spec.get("save_dir"):  # the state after exactly one step, for the 1-vs-8-device comparison
     os.makedirs(spec["save_dir"], exist_ok=True)
     path = os.path.join(spec["save_dir"],

@@ -9,7 +9,34 @@ from __future__ import annotations
 
 import dataclasses
 
-SECTIONS = ("throughput", "torch", "flops", "metrics", "pipeline", "scaling")
+SECTIONS = ("throughput", "torch", "flops", "metrics", "pipeline", "scaling", "startup")
+# Run only when asked for (`--sections=...`) or by a plan that lists them: the XLA flag study and
+# model FLOP utilisation against an accelerator's peak (the gpu plan's section).
+OPTIONAL_SECTIONS = ("flags", "mfu")
+ALL_SECTIONS = SECTIONS + OPTIONAL_SECTIONS
+ALL_DEVICES = 0  # a `devices` value: every device of the platform (every visible GPU)
+
+# The flag study (`flags` section): each set in its own worker, compared with the first (the
+# defaults). Flags of the jaxlib we pin (`strings` on jaxlib/libjax_common.so, bench/NOTES.md "Flag
+# study"); its default already hands single dots, convolutions and reductions to YNNPACK
+# (`ynn_fusion_type` = individual_dot,individual_convolution,reduce).
+FLAG_SETS = (
+    "",
+    "--xla_cpu_experimental_ynn_fusion_type=",  # no YNNPACK: XLA's own emitters (Eigen) only
+    "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution",
+    "--xla_cpu_experimental_ynn_fusion_type=-individual_dot",
+    "--xla_cpu_experimental_ynn_fusion_type=-reduce",
+    "--xla_cpu_experimental_ynn_fusion_type=+dot",  # dots with their fused producers/consumers
+    "--xla_cpu_experimental_ynn_fusion_type=+eltwise",
+    "--xla_cpu_use_onednn=true --xla_cpu_experimental_onednn_fusion_type=dot",
+    "--xla_cpu_use_xnnpack=true",
+    "--xla_cpu_experimental_xnn_graph_fusion_mode=XNN_GRAPH_FUSION_MODE_GREEDY",
+    "--xla_cpu_enable_fast_math=true",
+    "--xla_cpu_prefer_vector_width=512",
+    "--xla_cpu_opt_preset=CPU_OPT_PRESET_FAST_RUNTIME",
+    "--xla_cpu_scheduler_type=CPU_SCHEDULER_TYPE_CONCURRENCY_OPTIMIZED",
+    "--xla_cpu_scheduler_type=CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,6 +63,13 @@ class Plan:
   timeout_s: float
   bf16_sizes: tuple[int, ...] = ()  # sizes of the bfloat16 rows; () = every main size
   compile_cells: tuple[tuple[int, int], ...] = ()  # (size, batch) of torch.compile modes; () = all
+  sections: tuple[str, ...] = SECTIONS  # what the plan runs unless --sections says otherwise
+  platform: str = "cpu"  # the workers' JAX platform; 'auto': JAX's choice (a GPU when there is one)
+  startup_cell: tuple[int, int] = (256, 16)  # (size, batch) of the cold vs warm start-up runs
+  flags_cell: tuple[int, int] = (128, 4)  # (size, batch) of the flag study's train step
+  flag_sets: tuple[str, ...] = FLAG_SETS  # the first is the baseline (normally '': the defaults)
+  # (size, batch per device, dtype, devices) of the `mfu` section; devices ALL_DEVICES = every one.
+  mfu_cells: tuple[tuple, ...] = ()
 
   def main_cells(self) -> list[tuple[int, int]]:
     return [(s, b) for s in self.main_sizes for b in self.main_batches]
@@ -86,12 +120,40 @@ QUICK = dataclasses.replace(
     torch_modes=("eager", "channels_last"),
     peak_n=1024, metrics_max_images=3,
     pipeline_cell=(32, 8), pipeline_batches=3,
+    repeats=2, warmup=1, jobs=2, timeout_s=600.0,
+    startup_cell=(32, 8), flags_cell=(32, 4),
+    flag_sets=("", "--xla_cpu_experimental_ynn_fusion_type="))
+
+
+def _mfu_grid(sizes, batches, dtypes, devices):
+  return tuple((s, b, d, n) for n in devices for d in dtypes for s in sizes for b in batches)
+
+
+# Issue #15 item 7, for a machine with GPUs: the throughput rows (one GPU, float32 and bfloat16)
+# and model FLOP utilisation against the GPU's datasheet peak (`bench/gpu_peaks.py`) on one GPU and
+# on all of them, `batch` images per GPU. PyTorch, metrics and the input pipeline are the CPU
+# plans' business.
+GPU = dataclasses.replace(
+    FULL, name="gpu", sections=("throughput", "mfu", "startup"), platform="auto",
+    main_sizes=(256, 352), main_batches=(16, 32), bf16_batches=(16, 32), bf16_sizes=(),
+    mfu_cells=_mfu_grid((256, 352), (16, 32), ("float32", "bfloat16"), (1, ALL_DEVICES)),
+    startup_cell=(256, 16), repeats=5, warmup=2, jobs=1)
+
+# The same code paths on a CPU in a few minutes (`--plan=gpu --quick`): tiny variant, 32 px, 1 and
+# 2 simulated devices; on a GPU machine it is a smoke test of the GPU plan.
+GPU_QUICK = dataclasses.replace(
+    GPU, name="gpu_quick", variant="tiny", sections=("throughput", "mfu"),
+    main_sizes=(32,), main_batches=(4,), bf16_batches=(4,),
+    mfu_cells=_mfu_grid((32,), (4,), ("float32", "bfloat16"), (1, 2)),
+    flags_cell=QUICK.flags_cell, flag_sets=QUICK.flag_sets,
     repeats=2, warmup=1, jobs=2, timeout_s=600.0)
+
+PLANS = {"full": FULL, "short": SHORT, "quick": QUICK, "gpu": GPU, "gpu_quick": GPU_QUICK}
 
 
 def _common(plan: Plan, threads: int) -> dict:
   return {"variant": plan.variant, "repeats": plan.repeats, "warmup": plan.warmup,
-          "threads": threads}
+          "threads": threads, "platform": plan.platform}
 
 
 # The 1-vs-8-device comparison's runs, (devices, batch order): the third, one device with the batch
@@ -133,7 +195,17 @@ def jax_jobs(plan: Plan, sections, save_dir: str) -> list[dict]:
            isam_drop_path=0.0)
   if "pipeline" in sections:
     need(*plan.pipeline_cell)
+  if "mfu" in sections:
+    for size, batch, dtype, devices in plan.mfu_cells:
+      need(size, batch, dtype, devices=devices, predict=devices == 1, batch_per_device=True)
   return list(jobs.values())
+
+
+def flag_specs(plan: Plan, save_dir: str) -> list[dict]:
+  """One `flags` worker per flag set of the study, the baseline (the first) first."""
+  size, batch = plan.flags_cell
+  return [{"kind": "flags", "size": size, "batch": batch, "set_index": i, "study_flags": flags,
+           "save_dir": save_dir} for i, flags in enumerate(plan.flag_sets)]
 
 
 def worker_specs(plan: Plan, sections, *, threads: int, save_dir: str) -> list[dict]:
@@ -153,6 +225,11 @@ def worker_specs(plan: Plan, sections, *, threads: int, save_dir: str) -> list[d
                   "batches": plan.pipeline_batches, "workers": list(plan.pipeline_workers),
                   "train": list(plan.pipeline_train), **common})
   specs += [{**spec, **common} for spec in jax_jobs(plan, sections, save_dir)]
+  if "startup" in sections:  # cold, then warm, in one worker (they must not overlap)
+    size, batch = plan.startup_cell
+    specs.append({"kind": "startup", "size": size, "batch": batch, **common})
+  if "flags" in sections:
+    specs += [{**spec, **common} for spec in flag_specs(plan, save_dir)]
   if "torch" in sections:
     for size, batch in plan.main_cells():
       for mode in plan.torch_modes_at(size, batch):

@@ -46,7 +46,9 @@ def header(meta: dict) -> str:
   ]
   if plan["jobs"] > 1:
     lines.append(f"- {plan['jobs']} workers ran at once: timings are contended, not measurements.")
-  if plan["name"] == "quick":
+  if meta.get("xla_flags"):
+    lines.append(f"- Every worker ran with XLA_FLAGS `{meta['xla_flags']}` added.")
+  if plan["name"].endswith("quick"):
     lines.append("- **Quick mode**: a smoke test of the harness (tiny variant, toy sizes); its numbers "
                  "say nothing about speed.")
   return "\n".join(lines)
@@ -213,8 +215,83 @@ def scaling_md(s: dict) -> str:
   return "\n".join(out)
 
 
+def startup_md(s: dict) -> str:
+  out = ["## 7. Start-up: cold vs warm compilation cache", ""]
+  if "error" in s:
+    return "\n".join(out + [f"**{s['error']}**"])
+  rows = [[label, fmt(r["to_first_step_s"]), fmt(r["lower_s"]), fmt(r["compile_s"]),
+           fmt(r["first_step_s"]), f"{r['cache_hits']} / {r['cache_misses']}",
+           fmt(r["peak_rss_mb"], 4)] for label, r in (("cold", s["cold"]), ("warm", s["warm"]))]
+  out += [f"Seconds from launching a fresh process to the end of its first train step ({s['size']}², "
+          f"batch {s['batch']}: imports, model, parameter init, compiles, one step) with the "
+          "commands' persistent compilation cache (`bsa_jax/compile_cache.py`) in an empty folder "
+          "(cold), then again (warm). Lowering (tracing) is not cached.", "",
+          table(["cache", "to first step s", "lower s", "train compile s", "first step s",
+                 "cache hits / misses", "peak RSS MiB"], rows), "",
+          f"Warm / cold: **{s['warm_over_cold']:.1%}**; the cache held {s['cache_files']} files, "
+          f"{fmt(s['cache_mb'])} MiB."]
+  return "\n".join(out)
+
+
+def flags_md(s: dict) -> str:
+  out = ["## Flag study: XLA CPU flags, each alone", ""]
+  rows, conv_rows = [], []
+  for r in s["rows"]:
+    if "error" in r:
+      rows.append([f"`{r['flags']}`", f"error: {r['error'][:160]}"] + [""] * 6)
+      continue
+    fusions = ", ".join(f"{k.strip('_').replace('_fusion', '')} {v}"
+                        for k, v in r["fusions"].items() if v) or "none"
+    rows.append([f"`{r['flags']}`", fmt(r["train_images_per_s"]), f"{fmt(r['train_ratio'])}x",
+                 fmt(r["train_compile_s"]), f"{r['loss_abs_diff']:.1e}",
+                 f"{r['grad_max_abs_diff']:.1e} (of {r['grad_max_abs']:.1e})",
+                 "same" if r["same_hlo"] else f"changed ({fusions})",
+                 " / ".join(str(x) for x in r["load_average"] or [])])
+    conv_rows.append([f"`{r['flags']}`"] + [
+        f"{fmt(c['median_s'] * 1e3)} ({fmt(c['ratio'])}x, Δ {c.get('grad_max_abs_diff', math.nan):.0e})"
+        for c in r["convs"]])
+  names = next(([c["name"] for c in r["convs"]] for r in s["rows"] if r.get("convs")), [])
+  out += [f"BSA-Net '{s['variant']}', {s['size']}², batch {s['batch']}, float32, one device; every "
+          "flag set in its own worker on the same batch and initial parameters, compared with the "
+          "first row (the defaults). Ratio > 1: faster than the defaults. |Δ| = max absolute "
+          "difference of the first step's loss and of its raw gradient (largest |gradient| in "
+          "brackets). HLO: whether the compiled train step differs from the defaults' (library "
+          "fusions it holds).", "",
+          table(["XLA flags", "train img/s", "vs defaults", "compile s", "|Δ loss|", "max |Δ grad|",
+                 "HLO", "load average"], rows), "",
+          "Convolution micro-benchmarks (forward + input and kernel gradients): ms per call, speed "
+          "vs the defaults, max |Δ| of the gradients:", "",
+          table(["XLA flags"] + names, conv_rows)]
+  return "\n".join(out)
+
+
+def mfu_md(s: dict) -> str:
+  out = ["## Model FLOP utilisation (train step)", ""]
+  rows = []
+  for r in s["rows"]:
+    devices = "all" if r["devices"] == 0 else r["devices"]
+    if "error" in r:
+      rows.append([r["size"], r["batch_per_device"], r["dtype"], devices,
+                   f"error: {r['error'][:120]}"] + [""] * 7)
+      continue
+    rows.append([r["size"], r["batch_per_device"], r["dtype"],
+                 f"{r['device_count']} × {r['device_kind']}", fmt(r["images_per_s"]),
+                 fmt(r["train_step_s"]), fmt(r["model_tflop"]), fmt(r["achieved_tflops"]),
+                 fmt(r["achieved_tflops_per_device"]), fmt(r["peak_tflops_per_device"]),
+                 f"**{r['mfu']:.1%}**" if math.isfinite(r["mfu"]) else "–", r["peak"]])
+  out += ["Model FLOPs per step: XLA's count of the lowered global train step (before partitioning "
+          "over devices); `batch` images per device; utilisation = achieved FLOP/s / (devices × the "
+          "device's datasheet peak for the dtype, `bench/gpu_peaks.py`; float32 against TF32 where "
+          "the GPU has it, as XLA computes float32 dots in TF32 by default). Unknown devices: "
+          "achieved FLOP/s only.", "",
+          table(["size", "batch/device", "dtype", "devices", "img/s", "step s", "TFLOP/step",
+                 "achieved TFLOP/s", "per device", "peak/device", "utilisation", "peak used"], rows)]
+  return "\n".join(out)
+
+
 RENDERERS = {"throughput": throughput_md, "torch": torch_md, "flops": flops_md,
-             "metrics": metrics_md, "pipeline": pipeline_md, "scaling": scaling_md}
+             "metrics": metrics_md, "pipeline": pipeline_md, "scaling": scaling_md,
+             "startup": startup_md, "flags": flags_md, "mfu": mfu_md}
 
 
 def markdown(results: dict) -> str:

@@ -7,12 +7,14 @@ import os
 
 import numpy as np
 
+from bench import gpu_peaks
 from bench.plan import DEVICE_RUNS, Plan
 
 GOAL_TORCH_RATIO = 1.5
 GOAL_FLOP_FRACTION = 0.5
 GOAL_METRICS_SPEEDUP = 10.0
 GOAL_PIPELINE_RATIO = 3.0
+GOAL_WARM_START_FRACTION = 0.25  # warm start to the first step <= 25 % of a cold start (issue #15)
 METRICS_TOLERANCE = 1e-6
 # 1 vs 8 devices (one SGD step, see plan.py): XLA sums in a different order, so "equal" means equal
 # to float32 rounding. The loss must agree to 1e-5 relative. The gradient norm and the parameters
@@ -275,6 +277,129 @@ def scaling(raw, plan: Plan) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------
+# 7. Start-up: cold vs warm persistent compilation cache.
+# ------------------------------------------------------------------------------------------------
+def startup(raw, plan: Plan) -> dict:
+  found = _index(raw, "startup")
+  if not found or "error" in found[0]:
+    return {"error": found[0]["error"] if found else "not run"}
+  r = found[0]
+  size, batch = plan.startup_cell
+  return {"size": size, "batch": batch, "cold": r["cold"], "warm": r["warm"],
+          "warm_over_cold": r["warm_over_cold"], "cache_files": r["cache_files"],
+          "cache_mb": r["cache_mb"]}
+
+
+# ------------------------------------------------------------------------------------------------
+# Flag study: the train step and conv micro-benchmarks under each XLA flag set.
+# ------------------------------------------------------------------------------------------------
+def _max_diff(a: dict[str, np.ndarray], b: dict[str, np.ndarray], prefix: str) -> tuple[float, float]:
+  """(max |a - b|, max |a|) over the arrays whose names start with `prefix`."""
+  keys = [k for k in a if k.startswith(prefix)]
+  if not keys or any(k not in b or a[k].shape != b[k].shape for k in keys):
+    return math.nan, math.nan
+  diff = max(float(np.max(np.abs(a[k].astype(np.float64) - b[k]))) for k in keys)
+  return diff, max(float(np.max(np.abs(a[k]))) for k in keys)
+
+
+def flags_diff(raw: list[dict]) -> dict:
+  """A raw record {'spec': {'kind': 'flags_diff'}, 'sets': [...]}: per flag set, max |Δ| of the first
+  loss, the gradients and each conv case's output and gradients against the baseline set (index 0).
+  The .npz files are deleted; the record keeps the numbers."""
+  results = sorted(_index(raw, "flags"), key=lambda r: r["spec"]["set_index"])
+  record = {"spec": {"kind": "flags_diff"}, "sets": []}
+  if not results or "arrays_path" not in results[0] or results[0]["spec"]["set_index"] != 0:
+    return {**record, "error": "the baseline flag set failed"}
+  base = _load_npz(results[0]["arrays_path"])
+  for r in results:
+    if "arrays_path" not in r:
+      continue
+    other = base if r is results[0] else _load_npz(r["arrays_path"])
+    entry = {"set_index": r["spec"]["set_index"]}
+    entry["loss_abs_diff"], _ = _max_diff(other, base, "first_loss")
+    entry["grad_max_abs_diff"], entry["grad_max_abs"] = _max_diff(other, base, "grad/")
+    entry["convs"] = {}
+    for case in r["convs"]:
+      out_diff, out_max = _max_diff(other, base, f"conv/{case['name']}/out")
+      grad_diff = max(_max_diff(other, base, f"conv/{case['name']}/dx")[0],
+                      _max_diff(other, base, f"conv/{case['name']}/dw")[0])
+      entry["convs"][case["name"]] = {"out_max_abs_diff": out_diff, "out_max_abs": out_max,
+                                      "grad_max_abs_diff": grad_diff}
+    record["sets"].append(entry)
+  for r in results:
+    if "arrays_path" in r:
+      os.remove(r["arrays_path"])
+  return record
+
+
+def flags(raw, plan: Plan) -> dict:
+  """One row per flag set: train img/s and compile s, the ratio to the baseline, the |Δ| of loss and
+  gradients, whether the compiled HLO changed, and each conv case's time and |Δ|."""
+  diffs = {d["set_index"]: d for r in _index(raw, "flags_diff") for d in r.get("sets", [])}
+  by_index = {r["spec"]["set_index"]: r for r in _index(raw, "flags")}
+  base = by_index.get(0, {})
+  rows = []
+  for i, study_flags in enumerate(plan.flag_sets):
+    r = by_index.get(i)
+    row = {"set_index": i, "flags": study_flags or "(defaults)"}
+    if r is None or "error" in r:
+      rows.append({**row, "error": (r or {}).get("error", "not run")[-300:]})
+      continue
+    t, d = r["train"], diffs.get(i, {})
+    row.update({"train_images_per_s": t["images_per_s"], "train_compile_s": t["compile_s"],
+                "train_ratio": _ratio(t["images_per_s"], _get(base, "train", "images_per_s")),
+                "same_hlo": t["hlo_sha"] == _get(base, "train", "hlo_sha", default=None),
+                "fusions": t["fusions"], "loss_abs_diff": d.get("loss_abs_diff", math.nan),
+                "grad_max_abs_diff": d.get("grad_max_abs_diff", math.nan),
+                "grad_max_abs": d.get("grad_max_abs", math.nan), "convs": [],
+                "load_average": r.get("load_average")})
+    base_convs = {c["name"]: c for c in base.get("convs", [])}
+    for case in r["convs"]:
+      cd = d.get("convs", {}).get(case["name"], {})
+      row["convs"].append({"name": case["name"], "median_s": case["median_s"],
+                           "ratio": _ratio(_get(base_convs, case["name"], "median_s"),
+                                           case["median_s"]), **cd})
+    rows.append(row)
+  size, batch = plan.flags_cell
+  return {"size": size, "batch": batch, "variant": plan.variant, "rows": rows}
+
+
+def _ratio(a, b) -> float:
+  return a / b if np.isfinite(a) and np.isfinite(b) and b else math.nan
+
+
+# ------------------------------------------------------------------------------------------------
+# Model FLOP utilisation against an accelerator's peak (the gpu plan).
+# ------------------------------------------------------------------------------------------------
+def mfu(raw, plan: Plan) -> dict:
+  """Achieved model FLOP/s of the train step and its fraction of the devices' datasheet peak.
+
+  Model FLOPs = XLA's count of the lowered, global (not yet partitioned) train step, so a step on n
+  devices counts the work of the whole global batch once; the peak is per device times n."""
+  rows = []
+  for size, batch, dtype, devices in plan.mfu_cells:
+    r = jax_result(raw, size, batch, dtype, devices)
+    row = {"size": size, "batch_per_device": batch, "dtype": dtype, "devices": devices}
+    if r is None or "error" in r:
+      rows.append({**row, "error": (r or {}).get("error", "not run")})
+      continue
+    n, step_s = r["device_count"], r["train"]["median_s"]
+    model_flops = r["train_compile"]["hlo_flops"]
+    achieved = model_flops / step_s
+    peak, peak_note = gpu_peaks.peak_flops(r.get("device_kind", "unknown"), dtype)
+    row.update({"device_kind": r.get("device_kind", "unknown"), "device_count": n,
+                "global_batch": r.get("global_batch", batch * n),
+                "images_per_s": r["train"]["images_per_s"], "train_step_s": step_s,
+                "model_tflop": model_flops / 1e12, "achieved_tflops": achieved / 1e12,
+                "achieved_tflops_per_device": achieved / n / 1e12,
+                "peak_tflops_per_device": peak / 1e12 if peak else math.nan, "peak": peak_note,
+                "mfu": achieved / (peak * n) if peak else math.nan,
+                "train_compile_s": r["train_compile"]["compile_s"], "peak_rss_mb": r["peak_rss_mb"]})
+    rows.append(row)
+  return {"rows": rows}
+
+
+# ------------------------------------------------------------------------------------------------
 # Goals of issue #7.
 # ------------------------------------------------------------------------------------------------
 def goals(sections: dict) -> list[dict]:
@@ -308,6 +433,12 @@ def goals(sections: dict) -> list[dict]:
   for r in sections.get("pipeline", {}).get("rows", []):
     at_least(f"input pipeline / train consumption, {r['num_workers']} workers", r["ratio"],
              GOAL_PIPELINE_RATIO)
+  s = sections.get("startup", {})
+  if "warm_over_cold" in s:
+    ok = bool(np.isfinite(s["warm_over_cold"]) and s["warm_over_cold"] <= GOAL_WARM_START_FRACTION)
+    out.append({"goal": f"warm start to the first train step / cold start, {s['size']}² batch "
+                        f"{s['batch']}", "target": f"<= {GOAL_WARM_START_FRACTION:.0%}",
+                "value": s["warm_over_cold"], "shown": f"{s['warm_over_cold']:.1%}", "met": ok})
   d = sections.get("scaling", {}).get("devices")
   if d is not None:
     equal("1 vs 8 devices: same loss; parameters after one step within float32 reordering noise",
@@ -317,7 +448,8 @@ def goals(sections: dict) -> list[dict]:
 
 
 BUILDERS = {"throughput": throughput, "torch": torch_section, "flops": flops, "metrics": metrics,
-            "pipeline": pipeline, "scaling": scaling}
+            "pipeline": pipeline, "scaling": scaling, "startup": startup, "flags": flags,
+            "mfu": mfu}
 
 
 def build(raw: list[dict], plan: Plan, names) -> dict:

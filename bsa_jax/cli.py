@@ -1,7 +1,9 @@
 """One behaviour for every command: absl flags, `--help` exits 0, a user mistake is one line and exit 2.
 
-Every entry point (`launch.py`, `python -m bsa_jax.<tool>`) defines its flags with `absl.flags` at
-module level and ends with `cli.run(main, prog="python -m bsa_jax.<tool>")`. Flag names use
+Every entry point (`launch.py`, `python -m bsa_jax.<tool>`) defines its flags with `absl.flags` and
+ends with `cli.run(main, prog="python -m bsa_jax.<tool>")`: a thin command module at module level, a
+library module that is also a command (`data.check`, `eval.workdir`, `models.summary`, ...) in a
+`define_flags()` called only under `__main__`, so importing the library defines no flag. Flag names use
 underscores (`--pred_dir`, `--batch_size`), as absl and `--config.train.lr` do; the hyphenated
 spellings of older releases (`--pred-dir`) are still accepted, and a list flag also takes the
 values that follow it up to the next flag (`--workers 0 2` = `--workers=0,2`), as argparse's
@@ -38,14 +40,18 @@ def _defined_flag_names() -> set[str]:
 
 
 def normalise_flag_names(argv: Sequence[str]) -> list[str]:
-  """`--pred-dir=x` → `--pred_dir=x` for defined flags (older releases used hyphens)."""
+  """`--pred-dir=x` → `--pred_dir=x`, `--no-per-image` → `--noper_image` for defined flags (older
+  releases used hyphens); anything else is left for absl to judge."""
   names, out = _defined_flag_names(), []
   for arg in argv:
-    match = re.match(r"^(--?)(no)?([A-Za-z][\w-]*)(=.*)?$", arg, flags=re.S)
-    if match and "-" in match.group(3):
-      name = match.group(3).replace("-", "_")
+    match = re.match(r"^(--?)([A-Za-z][\w-]*)(=.*)?$", arg, flags=re.S)
+    if match and "-" in match.group(2):
+      dashes, name, value = match.group(1), match.group(2).replace("-", "_"), match.group(3) or ""
+      negated = name[2:].lstrip("_") if name.startswith("no") else None
       if name in names:
-        arg = f"{match.group(1)}{match.group(2) or ''}{name}{match.group(4) or ''}"
+        arg = f"{dashes}{name}{value}"
+      elif negated in names:  # a boolean's negation
+        arg = f"{dashes}no{negated}{value}"
     out.append(arg)
   return out
 

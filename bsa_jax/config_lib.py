@@ -36,7 +36,9 @@ def base_config() -> mlc.ConfigDict:
   # Model: `bsa_jax.models.<model_name>.Model(**config.model)`.
   c.model_name = "bsanet"
   c.model = mlc.ConfigDict({"variant": "paper", "num_classes": 1})
-  # Initialisation: a converted checkpoint dir (see `python -m bsa_jax.models.convert`) or ''.
+  # Initialisation: a converted checkpoint dir (see `python -m bsa_jax.models.convert`), a timm name
+  # `timm:<name>` (fetched and converted once, cached; bsa_jax/models/pretrained.py), or '' / 'none'
+  # (from scratch).
   c.model_init = ""
   # Start from another run when this workdir holds no checkpoint (e.g. fine-tune a trained run): a
   # step dir, or a run's checkpoints/ dir (its best validation step if scored, else its latest).
@@ -49,6 +51,9 @@ def base_config() -> mlc.ConfigDict:
   c.data.train = ("kvasir_seg:pranet_train", "cvc_clinicdb:pranet_train")
   c.data.val = ("kvasir_seg:pranet_val", "cvc_clinicdb:pranet_val")
   c.data.test = ("kvasir_seg:pranet_test", "cvc_colondb:all")
+  # A dataset (or part of a split) not on disk: error (stop, naming where it was expected) | skip
+  # (leave it out with a warning; a test set left out is a "not run" cell of the tables).
+  c.data.missing = "error"
   c.data.normalize = "imagenet"
   c.data.augment = mlc.ConfigDict({
       "enabled": False,  # the paper trains without augmentation

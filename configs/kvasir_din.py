@@ -1,6 +1,7 @@
 """DIN on the PraNet polyp benchmark: the same data, splits and metrics as BSA-Net (configs/kvasir.py).
 
   python launch.py --config=configs/kvasir_din.py --workdir=workdirs/kvasir_din          # GPU
+  python launch.py --config=configs/kvasir_din.py:lowmem --workdir=workdirs/kvasir_din_lm  # less memory
   python launch.py --config=configs/kvasir_din.py:small --workdir=workdirs/kvasir_din_s  # CPU minutes
 
 What is shared with configs/kvasir.py, so the two models are compared like for like: the training
@@ -10,8 +11,15 @@ PraNet-toolbox metrics (`eval.kind='polyp'`, tables from `bsa_jax.eval.tables`).
 
 What is DIN's own: the model, the enhanced second input (CLAHE, clip 2, 8×8 tiles, per RGB channel),
 DIN's loss (0.3·CE + 0.7·Dice + multi-scale boundary loss, `train.loss='din'`) and MERIT's optimiser
-(AdamW, lr 1e-4, weight decay 1e-4), which fits ImageNet-initialised encoders
-(`--config.model_init=<converted resnext50_32x4d>`).
+(AdamW, lr 1e-4, weight decay 1e-4), which fits ImageNet-initialised encoders: timm's
+`resnext50_32x4d` (`model_init=timm:resnext50_32x4d`, fetched and converted once and cached; offline
+the run stops before compiling with the commands that fetch and convert it; `--config.model_init=none`
+trains from scratch). As drawn in DIN's paper (see configs/acdc.py): no side losses
+(`train.deep_supervision_weight=0`) and global DIFM attention (`model.difm_kv_pool=(1, 1, 1, 1)`);
+'lowmem' pools keys/values 4×/2× at the two finest scales for smaller accelerators (one train step at
+256², batch 2, `python -m bench.step_memory`, CPU float32: peak RSS GLOBAL_RSS GiB full vs LOWMEM_RSS
+GiB lowmem; provisional, shared 2-core machine). 'small' is a scratch CPU check (tiny variant, side
+losses).
 
 One output channel (num_classes=1), not two: the polyp evaluator and tables read one foreground
 logit, and the din loss treats a single logit l as the two-class logits (0, l), which is exactly a
@@ -23,7 +31,8 @@ from bsa_jax import config_lib
 
 
 def get_config(arg: str | None = None):
-  """arg: '' (full protocol) or 'small' (tiny DIN, 64 px, a few hundred images, minutes on CPU)."""
+  """arg: '' (full protocol), 'lowmem' (pooled DIFM keys/values) or 'small' (tiny DIN, 64 px, a few
+  hundred images, minutes on CPU)."""
   c = config_lib.base_config()  # data and metrics defaults are the PraNet benchmark's
   c.model_name = "din"
   c.model.variant = "base"
@@ -38,6 +47,10 @@ def get_config(arg: str | None = None):
   c.train.loss = "din"
   c.train.eval_every_epochs = 5.0
   c.eval.kind = "polyp"
+  if arg != "small":  # DIN as drawn: the paper's loss, global attention, ImageNet encoders
+    c.model_init = "timm:resnext50_32x4d"
+    c.train.deep_supervision_weight = 0.0
+    c.model.difm_kv_pool = (4, 2, 1, 1) if arg == "lowmem" else (1, 1, 1, 1)
 
   if arg == "small":
     c.model.variant = "tiny"
@@ -53,6 +66,7 @@ def get_config(arg: str | None = None):
     c.train.log_every_steps = 4
     c.train.checkpoint_every_steps = 32
     c.eval.num_overlays = 8
-  elif arg:
-    raise ValueError(f"Unknown config argument {arg!r} for configs/kvasir_din.py; use '' or 'small'.")
+  elif arg not in (None, "", "lowmem"):
+    raise ValueError(f"Unknown config argument {arg!r} for configs/kvasir_din.py; use '', 'lowmem' "
+                     "or 'small'.")
   return c

@@ -1,17 +1,15 @@
 """LDNet baseline on the PraNet polyp benchmark: configs/kvasir.py with the model, its input size and its
 loss swapped.
 
-  python -m bsa_jax.models.res2net_v1b --timm-model res2net50d --pretrained --out ckpt/res2net50_v1b
-  python launch.py --config=configs/kvasir_ldnet.py --workdir=workdirs/kvasir_ldnet \\
-      --config.model_init=ckpt/res2net50_v1b                                               # GPU
+  python launch.py --config=configs/kvasir_ldnet.py --workdir=workdirs/kvasir_ldnet            # GPU
   python launch.py --config=configs/kvasir_ldnet.py:small --workdir=workdirs/kvasir_ldnet_s  # CPU
   python launch.py --config=configs/kvasir_ldnet.py:cpu --workdir=workdirs/kvasir_ldnet_cpu  # CPU budget
 
 Same data, seeded validation carve-out, test sets, batch, optimizer, epochs and metrics as BSA-Net;
 LDNet's own parts are its 224×224 input and its loss (BCE + Dice on the full map and each of the four
 side maps against the halved mask, `train.loss='ldnet'`, i.e. `bsa_jax.models.ldnet.loss`). The
-Res2Net-50 v1b encoder is ImageNet-initialised via `--config.model_init` (see configs/kvasir_sanet.py
-for the conversion). Zhang et al. trained with flips, rotation, 0.9-1.1 zoom and 224 crops of
+Res2Net-50 v1b encoder starts from ImageNet by default (`model_init=timm:res2net50d`; see
+configs/kvasir_sanet.py for converting the official file offline). Zhang et al. trained with flips, rotation, 0.9-1.1 zoom and 224 crops of
 256-px images, SGD (momentum 0.9, weight decay 1e-5, lr 1e-3, poly 0.9) for 80 epochs at batch 16;
 `--config.train.optimizer=sgd --config.train.lr=1e-3 --config.train.weight_decay=1e-5
 --config.train.schedule=poly --config.train.num_epochs=80` is that optimizer (its poly decay
@@ -36,6 +34,9 @@ def get_config(arg: str | None = None):
   c.model_name = "ldnet"
   c.model.variant = "tiny" if arg == "small" else "paper"
   c.train.loss = "ldnet"
+  # Not kvasir.py's Swin-T init: the ImageNet Res2Net-50 v1b of the official code (= timm's
+  # res2net50d), fetched and converted on the first run; the CPU and small budgets train from scratch.
+  c.model_init = "" if arg else "timm:res2net50d"
   if arg == "cpu":
     c.data.image_size = 128
   elif not arg:

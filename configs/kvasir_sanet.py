@@ -1,20 +1,18 @@
 """SANet baseline on the PraNet polyp benchmark: configs/kvasir.py with the model, its input size and its
 loss swapped.
 
-  python -m bsa_jax.models.res2net_v1b --timm-model res2net50d --pretrained --out ckpt/res2net50_v1b
-  python launch.py --config=configs/kvasir_sanet.py --workdir=workdirs/kvasir_sanet \\
-      --config.model_init=ckpt/res2net50_v1b                                               # GPU
+  python launch.py --config=configs/kvasir_sanet.py --workdir=workdirs/kvasir_sanet            # GPU
   python launch.py --config=configs/kvasir_sanet.py:small --workdir=workdirs/kvasir_sanet_s  # CPU
   python launch.py --config=configs/kvasir_sanet.py:cpu --workdir=workdirs/kvasir_sanet_cpu  # CPU budget
 
 Same data, seeded validation carve-out, test sets, batch, optimizer, epochs and metrics as BSA-Net;
 SANet's own parts are its 352×352 input and its loss (BCE + Dice, `train.loss='sanet'`, i.e.
 `bsa_jax.models.sanet.loss`). Eval-mode predictions carry SANet's probability correction
-(`--config.model.probability_correction=False` turns it off). The Res2Net-50 v1b backbone is
-ImageNet-initialised via `--config.model_init` (the official `res2net50_v1b_26w_4s-3cf99910.pth`
-converted with `python -m bsa_jax.models.res2net_v1b --checkpoint FILE --out DIR`, or timm's
-identical `res2net50d` as above). Wei et al. also trained with their colour exchange, flips and
-rot90, random 256-352 input sizes per batch, SGD (Nesterov, momentum 0.9, weight decay 5e-4, lr 0.4
+(`--config.model.probability_correction=False` turns it off). The Res2Net-50 v1b backbone starts
+from ImageNet by default (`model_init=timm:res2net50d`, timm's copy of the official v1b weights,
+fetched and converted once; offline, convert the official `res2net50_v1b_26w_4s-3cf99910.pth` with
+`python -m bsa_jax.models.convert --timm_model res2net50d --checkpoint FILE --out DIR` and pass
+`--config.model_init=DIR`). Wei et al. also trained with their colour exchange, flips and rot90, random 256-352 input sizes per batch, SGD (Nesterov, momentum 0.9, weight decay 5e-4, lr 0.4
 for the head and 0.04 for the backbone, batch 64, halved at epochs 64 and 96) for 128 epochs; those
 are not part of this like-for-like recipe.
 
@@ -37,6 +35,9 @@ def get_config(arg: str | None = None):
   c.model_name = "sanet"
   c.model.variant = "tiny" if arg == "small" else "paper"
   c.train.loss = "sanet"
+  # Not kvasir.py's Swin-T init: the ImageNet Res2Net-50 v1b of the official code (= timm's
+  # res2net50d), fetched and converted on the first run; the CPU and small budgets train from scratch.
+  c.model_init = "" if arg else "timm:res2net50d"
   if arg == "cpu":
     c.data.image_size = 128
   elif not arg:

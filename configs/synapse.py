@@ -1,6 +1,7 @@
 """DIN on Synapse multi-organ CT (background + 8 organs) with MERIT's Synapse recipe as the reference.
 
   python launch.py --config=configs/synapse.py --workdir=workdirs/synapse_din         # full (GPU)
+  python launch.py --config=configs/synapse.py:lowmem --workdir=workdirs/synapse_lowmem  # less memory
   python launch.py --config=configs/synapse.py:small --workdir=workdirs/synapse_small  # CPU smoke run
 
 Reference recipe (DECISIONS D10, SLDGroup/MERIT:train_synapse.py): TransUNet's preprocessed release
@@ -12,15 +13,25 @@ TransUNet protocol (DECISIONS R2): per-organ DSC and HD95 (voxels) averaged over
 TransUNet defines no validation split and MERIT picks its checkpoint on the test volumes; here
 nothing is selected on test: the last checkpoint is reported (add `--config.data.val=...` with a
 held-out part of the training cases to select on it). Enhancement CLAHE (clip 2, 8×8) per
-DECISIONS D7; encoders ResNeXt-50 32×4d (ImageNet via `--config.model_init`).
+DECISIONS D7; encoders ResNeXt-50 32×4d from timm's ImageNet `resnext50_32x4d`
+(`model_init=timm:resnext50_32x4d`, fetched and converted once and cached; offline the run stops
+before compiling with the commands that fetch and convert it; `--config.model_init=none`: scratch).
 The shared data folder holds no Synapse release; point `--config.data.root` at one.
+
+DIN as its paper draws it (see configs/acdc.py): no side losses (`train.deep_supervision_weight=0`)
+and global DIFM attention with full keys/values (`model.difm_kv_pool=(1, 1, 1, 1)`). 'lowmem' pools
+keys/values 4×/2× at the two finest scales (`(4, 2, 1, 1)`), for accelerators where the stride-4
+attention does not fit: one train step at 256², batch 2 (`python -m bench.step_memory`, CPU,
+float32): peak RSS GLOBAL_RSS GiB full vs LOWMEM_RSS GiB lowmem (provisional, shared 2-core machine).
+'small' is a CPU smoke run with the narrow scratch encoder, pooled keys/values and side losses.
 """
 
 from bsa_jax import config_lib
 
 
 def get_config(arg: str | None = None):
-  """arg: '' (MERIT/DIN protocol) or 'small' (the 'small' DIN at 128 px on 256 slices)."""
+  """arg: '' (MERIT/DIN protocol), 'lowmem' (pooled DIFM keys/values) or 'small' (the 'small' DIN
+  at 128 px on 256 slices)."""
   c = config_lib.base_config()
   c.seed = 2222
   c.model_name = "din"
@@ -45,6 +56,10 @@ def get_config(arg: str | None = None):
   c.train.schedule = "constant"
   c.train.loss = "din"
   c.train.checkpoint_every_steps = 1000
+  if arg != "small":  # DIN as drawn: the paper's loss, global attention, ImageNet encoders
+    c.model_init = "timm:resnext50_32x4d"
+    c.train.deep_supervision_weight = 0.0
+    c.model.difm_kv_pool = (4, 2, 1, 1) if arg == "lowmem" else (1, 1, 1, 1)
 
   c.eval.kind = "multiclass"
   c.eval.select_metric = "mDSC"
@@ -63,6 +78,7 @@ def get_config(arg: str | None = None):
     c.train.log_every_steps = 8
     c.train.checkpoint_every_steps = 64
     c.eval.num_overlays = 4
-  elif arg:
-    raise ValueError(f"Unknown config argument {arg!r} for configs/synapse.py; use '' or 'small'.")
+  elif arg not in (None, "", "lowmem"):
+    raise ValueError(f"Unknown config argument {arg!r} for configs/synapse.py; use '', 'lowmem' or "
+                     "'small'.")
   return c

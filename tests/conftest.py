@@ -1,4 +1,11 @@
-"""Shared test setup: 8 simulated CPU devices, parsed absl flags, and the real-data location."""
+"""Shared test setup: 8 simulated CPU devices, parsed absl flags, the real-data location, and CI's
+rule that nothing may be skipped.
+
+With BSA_REQUIRE_DATA=1 (set by `.ci/run`) a missing dataset, a missing reference package
+(`pytest.importorskip`) or any other skip is a failure that names what is missing, so CI cannot go
+green by skipping. Without it (a developer's machine) such tests skip with the reason; the run ends
+by printing the skip count.
+"""
 
 import os
 import runpy
@@ -8,6 +15,7 @@ import warnings
 # Must be set before jax is imported anywhere: data-parallel tests need 8 CPU devices.
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # timm must never try the network in tests
+os.environ["BSA_COMPILATION_CACHE"] = "off"  # no writes to ~/.cache (test_compile_cache.py: a tmp one)
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # The project's machines keep the real datasets beside the repository (../shared/data); a user's
 # checkout points BSA_DATA_DIR at its own copy. Commands run by the tests inherit this.
@@ -26,15 +34,54 @@ if not flags.FLAGS.is_parsed():
 from bsa_jax import config_lib
 
 DATA_ROOT = config_lib.default_data_root()
+REQUIRE_ENV = "BSA_REQUIRE_DATA"
+REQUIRE = os.environ.get(REQUIRE_ENV, "") not in ("", "0")
 
 
 def data_dir(*parts: str) -> str:
-  """Path to a dataset under the shared data root; skips the test if it is absent."""
+  """Path to a dataset under the shared data root; skips the test if it is absent (fails under
+  BSA_REQUIRE_DATA=1)."""
   path = os.path.join(DATA_ROOT, *parts)
   if not os.path.exists(path):
-    pytest.skip(f"real data not found at {path} (set BSA_DATA_DIR to the folder holding "
-                f"the datasets of docs/DECISIONS.md#r8)")
+    message = (f"real data not found at {path} (set BSA_DATA_DIR to the folder holding "
+               f"the datasets of docs/DECISIONS.md#r8)")
+    if REQUIRE:
+      pytest.fail(f"{REQUIRE_ENV}=1: {message}", pytrace=False)
+    pytest.skip(message)
   return path
+
+
+def _skip_reason(report) -> str:
+  longrepr = report.longrepr
+  return longrepr[2] if isinstance(longrepr, tuple) and len(longrepr) == 3 else str(longrepr)
+
+
+def _fail_instead_of_skip(report) -> None:
+  report.outcome = "failed"
+  report.longrepr = (f"{REQUIRE_ENV}=1 (CI): this test would have been skipped, which CI does not "
+                     f"allow. Missing: {_skip_reason(report)}")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+  """Under BSA_REQUIRE_DATA=1 a skip (data, package, browser) inside a test is a failure."""
+  report = (yield).get_result()
+  if REQUIRE and report.skipped and not hasattr(report, "wasxfail"):
+    _fail_instead_of_skip(report)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector):
+  """Under BSA_REQUIRE_DATA=1 a module skipped at import (`pytest.importorskip`) is an error."""
+  report = (yield).get_result()
+  if REQUIRE and report.skipped:
+    _fail_instead_of_skip(report)
+
+
+def pytest_terminal_summary(terminalreporter):
+  skipped = len(terminalreporter.stats.get("skipped", []))
+  mode = "skips fail" if REQUIRE else f"set {REQUIRE_ENV}=1 to make skips fail"
+  terminalreporter.write_line(f"skipped: {skipped} ({mode})")
 
 
 def run_in_process(command: str, *args: str) -> int:

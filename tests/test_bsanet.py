@@ -105,8 +105,8 @@ def test_unknown_variant_and_override_fail_loudly():
 def test_golden_parameter_counts(variant):
   total = sum(summary.count_by_prefix(_param_shapes(variant)).values())
   assert total == GOLDEN_PARAMS[variant]
-  if variant == "paper":
-    assert abs(total / PAPER_PARAMS - 1) <= 0.03
+  if variant == "paper":  # +0.15 %; the ARM alone is 2.5 %, so a missing module cannot hide here
+    assert abs(total / PAPER_PARAMS - 1) <= 0.002, f"{total:,} vs the paper's {PAPER_PARAMS:,}"
 
 
 @pytest.mark.parametrize("variant,dim,heads", [("paper", 192, 6), ("swin_t_stage3", 384, 12)])

@@ -1,6 +1,9 @@
 """Checkpoint selection: the best step is the one with the highest validation score, never the latest."""
 
+import os
+
 import jax.numpy as jnp
+import pytest
 
 from bsa_jax.workdir import checkpoint
 
@@ -42,4 +45,19 @@ def test_runs_without_stored_scores_fall_back_to_the_trainers_record(tmp_path):
   assert ckpt.best_step() == 10
   _save(ckpt, 40, None, recorded_best=10)  # step 10 is no longer kept: no valid choice
   assert ckpt.best_step() is None
+  ckpt.close()
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_a_state_holding_nan_or_inf_is_refused_and_the_last_good_checkpoint_kept(tmp_path, bad):
+  ckpt = checkpoint.Checkpointer(str(tmp_path / "ckpt"), keep=3, select_metric="mDSC")
+  _save(ckpt, 10, 0.5)
+  state = {"w": jnp.array([11.0, bad, 11.0])}
+  with pytest.raises(FloatingPointError, match="Refusing to save step 11: the train state holds NaN"):
+    ckpt.save(11, state, None, {"best_step": 11}, metrics={"mDSC": 0.9})
+  ckpt.wait()
+  assert ckpt.manager.all_steps() == [10] and ckpt.best_step() == 10
+  assert not os.path.exists(tmp_path / "ckpt" / "11")
+  restored, meta = ckpt.restore(10, {"w": jnp.zeros((3,))})
+  assert restored["w"].tolist() == [10.0, 10.0, 10.0] and meta == {"best_step": None}
   ckpt.close()

@@ -163,11 +163,15 @@ def test_hyphenated_names_and_space_separated_values_are_normalised():
   values = flags.FlagValues()
   flags.DEFINE_list("workers", None, "", flag_values=values)
   flags.DEFINE_multi_string("pred_dir", None, "", flag_values=values)
+  flags.DEFINE_bool("per_image", False, "", flag_values=values)
+  flags.DEFINE_integer("normal_size", 1, "", flag_values=values)
   original = cli.FLAGS
   cli.FLAGS = values
   try:
-    args = cli.normalise_flag_names(["--pred-dir", "p", "--no-such-flag=1", "--per-image"])
-    assert args == ["--pred_dir", "p", "--no-such-flag=1", "--per-image"]  # unknown: left to absl
+    args = cli.normalise_flag_names(["--pred-dir", "p", "--no-such-flag=1", "--per-image",
+                                     "--no-per-image", "--normal-size=2", "-x-y"])
+    assert args == ["--pred_dir", "p", "--no-such-flag=1", "--per_image", "--noper_image",
+                    "--normal_size=2", "-x-y"]  # unknown names are left to absl
     assert cli.join_list_values(["--workers", "0", "2", "--pred_dir", "a", "b", "-x"]) == [
         "--workers=0,2", "--pred_dir=a", "--pred_dir=b", "-x"]
     assert cli.join_list_values(["--workers", "-1", "3"]) == ["--workers=-1,3"]
@@ -307,7 +311,7 @@ def test_launch_trains_on_an_own_folder_with_one_override(own_folder, tmp_path, 
       "launch.py", "--config=configs/demo.py", f"--workdir={workdir}",
       f"--config.data.train=folder:{own_folder}", "--config.model_name=unet",
       "--config.data.image_size=32", "--config.train.num_steps=2", "--config.train.eval_every_epochs=1",
-      "--config.eval.num_overlays=0", "--config.train.progress_bar=False", "--config.mesh.data=1")
+      "--config.eval.num_overlays=0", "--config.train.progress_bar=False")
   assert code == 0, err[-3000:]
   saved = json.loads((workdir / "config.json").read_text())["data"]
   assert saved["train"] == [f"folder:{own_folder}:train"] and saved["val"] == [f"folder:{own_folder}:val"]

@@ -1,6 +1,7 @@
 """Dataset discovery, pairing and the published splits, on the real data (skipped when absent)."""
 
 import os
+import re
 
 import numpy as np
 import pytest
@@ -142,3 +143,41 @@ def test_official_folder_names_are_found(tmp_path):
   assert [e.id for e in registry.find_examples("kvasir_seg", root)] == [i[:-4] for i in ids]
   assert [e.id for e in registry.find_examples("cvc_colondb", root)] == ["1", "77"]
   assert [e.id for e in registry.find_examples("ph2", root)] == ["IMD003"]
+
+
+def _manifest_test_ids(text, heading):
+  """The ids MANIFEST.md lists after `heading` (on the same line or the next one)."""
+  match = re.search(re.escape(heading) + r"[ \t]*\n?[ \t]*([\w \t]+)\n", text)
+  assert match, f"MANIFEST.md no longer has the line {heading!r}"
+  return match.group(1).split()
+
+
+def _same_ids(what, committed, published):
+  missing, extra = set(published) - set(committed), set(committed) - set(published)
+  assert not missing and not extra, f"{what}: not in ours {sorted(missing)}, not published {sorted(extra)}"
+  assert len(committed) == len(set(committed)) == len(published), what
+
+
+def test_published_pranet_lists_equal_manifest_md_id_for_id():
+  """The committed split JSONs against the published source (shared/data/MANIFEST.md), every id."""
+  with open(data_dir("MANIFEST.md")) as f:
+    text = f.read()
+  kvasir_test = _manifest_test_ids(text, "PraNet Kvasir test ids (append `.jpg`):")
+  clinic_test = _manifest_test_ids(text, "PraNet CVC-ClinicDB test ids (not present here):")
+  assert (len(kvasir_test), len(clinic_test)) == (100, 62)
+  kvasir, clinic = split_lists.load_committed("kvasir_seg"), split_lists.load_committed("cvc_clinicdb")
+  _same_ids("kvasir_seg:pranet_test", kvasir["pranet_test"], kvasir_test)
+  _same_ids("cvc_clinicdb:pranet_test", clinic["pranet_test"], clinic_test)
+  # PraNet trains on the rest: Kvasir's other 900 of the 1000 on disk; ClinicDB's frames 1..612
+  # minus the 62, which are exactly the 550 staged files.
+  kvasir_on_disk = [e.id for e in registry.find_examples("kvasir_seg", DATA_ROOT)]
+  _same_ids("kvasir_seg:all", kvasir["all"], kvasir_on_disk)
+  _same_ids("kvasir_seg:pranet_trainval", kvasir["pranet_trainval"],
+            sorted(set(kvasir_on_disk) - set(kvasir_test)))
+  _same_ids("cvc_clinicdb:all", clinic["all"], [str(i) for i in range(1, 613)])
+  _same_ids("cvc_clinicdb:pranet_trainval", clinic["pranet_trainval"],
+            [e.id for e in registry.find_examples("cvc_clinicdb", DATA_ROOT)])
+  # ColonDB: PraNet tests on all 380 frames of the release.
+  assert "CVC-ColonDB test set is all 380 frames" in " ".join(text.split())
+  colon = split_lists.load_committed("cvc_colondb")
+  _same_ids("cvc_colondb:pranet_test", colon["pranet_test"], [str(i) for i in range(1, 381)])

@@ -9,8 +9,7 @@ from conftest import data_dir
 from bsa_jax import config_lib
 from bsa_jax import data
 from bsa_jax.data import sources
-
-tfds_builders = pytest.importorskip("bsa_jax.data.tfds_builders")
+from bsa_jax.data import tfds_builders
 
 
 def _manual_dir(tmp_path, src_folder, release_dir, names, mask_name=lambda n: n):

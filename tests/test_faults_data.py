@@ -72,11 +72,11 @@ def _data_config(root, **overrides):
   return c
 
 
-def _tiny_train_config(root, workdir_steps: int = 3):
+def _tiny_train_config(root, workdir_steps: int = 2):
   config = config_lib.load_config(os.path.join(config_lib.REPO_ROOT, "configs/demo.py"))
   config.model_name = "unet"
   config.data = _data_config(root)
-  config.train.batch_size = 2
+  config.train.batch_size = 8  # one image per simulated device (conftest: 8 CPU devices)
   config.train.num_steps = workdir_steps
   config.train.checkpoint_every_steps = 2
   config.train.log_every_steps = 1
@@ -90,7 +90,7 @@ def _tiny_train_config(root, workdir_steps: int = 3):
 def test_truncated_jpeg_fails_before_compilation_by_default(tmp_path, monkeypatch):
   import jax
   from bsa_jax import train
-  names = _kvasir_copy(tmp_path)
+  names = _kvasir_copy(tmp_path, n=16)
   bad = tmp_path / "kvasir_seg" / "images" / names[2]
   _truncate(bad)
   config = _tiny_train_config(tmp_path)
@@ -108,21 +108,22 @@ def test_verification_is_cached_by_file_size_and_mtime(tmp_path):
   names = _kvasir_copy(tmp_path)
   examples = registry.find_examples("kvasir_seg", str(tmp_path))
   first = verify.verify_examples(examples)
-  assert (first["decoded"], first["cached"]) == (2 * len(names), 0)
+  assert (first["checked"], first["cached"]) == (2 * len(names), 0)
   again = verify.verify_examples(examples)
-  assert (again["decoded"], again["cached"]) == (0, 2 * len(names))  # paid once
+  assert (again["checked"], again["cached"]) == (0, 2 * len(names))  # paid once
   bad = tmp_path / "kvasir_seg" / "masks" / names[4]
   _truncate(bad)  # a changed file is decoded again, not trusted from the cache
   with pytest.raises(data.DataError, match=r"1 of 6 .* unusable(?s:.*)" + re.escape(str(bad))):
     verify.verify_examples(examples)
 
 
+@pytest.mark.slow  # two tiny training runs (~1 min on a quiet 2-core CPU)
 def test_file_breaking_during_training_stops_the_run_naming_it_checkpoints_intact(tmp_path,
                                                                                     monkeypatch):
   from bsa_jax import train
   from bsa_jax.workdir import checkpoint as ckpt_lib
-  names = _kvasir_copy(tmp_path)
-  config = _tiny_train_config(tmp_path, workdir_steps=9)  # 3 steps per epoch: every file 3 times
+  names = _kvasir_copy(tmp_path, n=16)
+  config = _tiny_train_config(tmp_path, workdir_steps=6)  # 2 steps per epoch: every file 3 times
   victim = tmp_path / "kvasir_seg" / "images" / names[1]
   good = victim.read_bytes()
   real_save = ckpt_lib.Checkpointer.save
@@ -135,14 +136,14 @@ def test_file_breaking_during_training_stops_the_run_naming_it_checkpoints_intac
   workdir = str(tmp_path / "run")
   monkeypatch.setattr(ckpt_lib.Checkpointer, "save", save_then_break_a_file)
   with pytest.raises(data.DataError, match=r"Training stopped before step \d(?s:.*)" +
-                     re.escape(str(victim)) + r": cannot decode"):
+                     re.escape(str(victim)) + r": cannot decode(?s:.*)The last checkpoint is step"):
     train.main(config, workdir)
   monkeypatch.setattr(ckpt_lib.Checkpointer, "save", real_save)
-  steps = sorted(int(d) for d in os.listdir(os.path.join(workdir, "checkpoints")) if d.isdigit())
-  assert 2 in steps
+  entries = os.listdir(os.path.join(workdir, "checkpoints"))
+  assert "2" in entries and not [d for d in entries if "tmp" in d]  # every save completed
   victim.write_bytes(good)  # replaced with a good copy: the same command resumes and finishes
   summary = train.main(config, workdir)
-  assert summary["step"] == 9
+  assert summary["step"] == 6
 
 
 def test_pipeline_names_the_file_when_verification_is_off(tmp_path):
@@ -176,8 +177,15 @@ def big_pair(tmp_path_factory):
 
 
 def _peak_rss_mb(code: str) -> tuple[float, str]:
-  """Runs `code` in a fresh Python; returns (its peak RSS in MB, its stdout)."""
-  code += "\nimport resource\nprint('PEAK_RSS_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+  """Runs `code` in a fresh Python; returns (its peak RSS in MB, its stdout).
+
+  The peak is the child's VmHWM: getrusage's ru_maxrss would start from the parent's (pytest's) peak,
+  which Linux carries across fork and exec.
+  """
+  if not os.path.exists("/proc/self/status"):
+    pytest.skip("peak RSS is read from /proc (Linux)")
+  code += ("\nimport re\nprint('PEAK_RSS_KB', re.search(r'VmHWM:\\s*(\\d+)', "
+           "open('/proc/self/status').read()).group(1))")
   env = dict(os.environ, PYTHONPATH=config_lib.REPO_ROOT, JAX_PLATFORMS="cpu")
   run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
                        timeout=900)
@@ -214,18 +222,23 @@ def test_12000px_png_is_refused_by_default_and_bounded_when_allowed(big_pair):
   assert str(image) in skipped[0][1] and "pixel limit of 100 Mpx" in skipped[0][1]
 
 
-def test_eval_scores_a_12000px_mask_at_its_size_with_bounded_memory(big_pair, tmp_path):
-  pred_dir = tmp_path / "pred"
-  os.makedirs(pred_dir)
+def test_eval_scores_a_large_mask_at_its_size_with_bounded_memory(big_pair, tmp_path):
+  # 6000x6000 (36 Mpx) keeps the test to a minute; the README gives the 12000x12000 figures.
+  side = BIG // 2
+  for sub in ("gt", "pred"):
+    os.makedirs(tmp_path / sub)
   mask = Image.open(big_pair / "masks" / "big.png")
-  mask.resize((BIG // 8, BIG // 8), Image.BILINEAR).save(pred_dir / "big.png")  # a uint8 map
+  mask.resize((side, side), Image.NEAREST).save(tmp_path / "gt" / "big.png", compress_level=1)
+  mask.resize((side // 8, side // 8), Image.BILINEAR).save(tmp_path / "pred" / "big.png")  # uint8 map
   rss, out = _peak_rss_mb(
       "from bsa_jax.eval import __main__ as cli\n"
-      f"s, _, _ = cli.evaluate_dir({str(pred_dir)!r}, {str(big_pair / 'masks')!r}, 'big', "
+      f"s, _, _ = cli.evaluate_dir({str(tmp_path / 'pred')!r}, {str(tmp_path / 'gt')!r}, 'big', "
       "progress=False)\nprint('mDSC', s['mDSC'], s['num_resized'])")
   m = re.search(r"mDSC ([\d.]+) 1", out)
-  assert m and float(m.group(1)) > 0.95
-  assert rss < 8000, rss  # at most a fixed number of full-size maps: see the README's figures
+  assert m and float(m.group(1)) > 0.9, out
+  # Scored at 6000x6000 one pair at a time: a fixed number of full-size maps (~49 bytes/pixel with
+  # the float path a resized prediction takes, 1.75 GB here); the former reader and resize took ~86.
+  assert rss < 2500, rss
 
 
 # ---------------------------------------------------------------------------------------------------

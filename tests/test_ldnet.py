@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from bsa_jax import config_lib
+from bsa_jax.models import bilinear
 from bsa_jax.models import ldnet
 from tests.test_attention import fast_jit
 from tests.test_attention import numpy_init
@@ -84,6 +85,19 @@ def test_sizes_the_stride_cannot_divide_are_refused():
 
 
 # ---------------------------------------------------------------- modules against torch references
+
+@pytest.mark.parametrize("align_corners", [True, False], ids=["align_corners", "half_pixel"])
+@pytest.mark.parametrize("size_in,size_out", [((7, 10), (14, 20)), ((32, 48), (16, 24)),
+                                              ((5, 6), (11, 3))], ids=["up", "halve", "mixed"])
+def test_bilinear_resize_is_torch_interpolate(size_in, size_out, align_corners):
+  """`bilinear.resize`, used by SANet and LDNet for every resize, against F.interpolate."""
+  torch = pytest.importorskip("torch")
+  x = np.random.default_rng(0).normal(size=(2, *size_in, 3)).astype(np.float32)
+  reference = torch.nn.functional.interpolate(_nchw(x), size=size_out, mode="bilinear",
+                                              align_corners=align_corners)
+  ours = bilinear.resize(jnp.asarray(x), *size_out, align_corners=align_corners)
+  np.testing.assert_allclose(ours, _nhwc(reference), rtol=1e-5, atol=1e-5)  # torch: float32 weights
+
 
 @pytest.mark.parametrize("size", [(14, 14), (7, 10), (4, 6)], ids=["14", "7x10", "4x6"])
 def test_pyramid_pool_is_torch_adaptive_average_pooling(size):
@@ -214,8 +228,8 @@ def test_loss_matches_the_official_deep_supervision_loss():
   maps = [rng.normal(0.0, 2.0, size=(3, 32 // 2 ** i, 48 // 2 ** i, 1)).astype(np.float32)
           for i in range(5)]
   mask = (rng.random((3, 32, 48, 1)) < 0.3).astype(np.float32)
-  total, parts = ldnet.loss(jnp.asarray(maps[0]), {"side_outputs": tuple(maps[1:])},
-                            jnp.asarray(mask))
+  total, parts = jax.jit(ldnet.loss)(jnp.asarray(maps[0]), {"side_outputs": tuple(maps[1:])},
+                                     jnp.asarray(mask))
   gt, reference = _nchw(mask), []
   for i, m in enumerate(maps):
     if i:
@@ -232,7 +246,7 @@ def test_loss_matches_the_official_deep_supervision_loss():
 # ---------------------------------------------------------------- training
 
 def _lca_query_key_columns(grads):
-  """{lca name: the query and key thirds of its `to_qkv` kernel's gradient} (see the module docstring)."""
+  """{lca name: the query and key thirds of its `to_qkv` kernel's gradient}."""
   out = {}
   for name, tree in grads.items():
     if name.startswith("lca"):

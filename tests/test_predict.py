@@ -2,7 +2,9 @@
 
 import json
 import os
+import re
 import shutil
+import subprocess
 
 import numpy as np
 import pytest
@@ -67,6 +69,12 @@ def test_run_writes_metrics_tables_overlays_and_selects_on_validation(trained_wo
   assert results["provenance"]["config_hash"] == config_lib.config_hash(config)
   assert results["provenance"]["datasets_sha256"].startswith("synthetic_polyps:")
   assert len(results["provenance"]["datasets_sha256"].split(":")[1]) == 64
+  # A real commit of this repository (not 'unknown'), '+dirty' when the tree has changes.
+  commit = results["provenance"]["commit"]
+  assert re.fullmatch(r"[0-9a-f]{40}(\+dirty)?", commit), results["provenance"]
+  kind = subprocess.run(["git", "cat-file", "-t", commit.split("+")[0]], cwd=config_lib.REPO_ROOT,
+                        capture_output=True, text=True).stdout.strip()
+  assert kind == "commit", f"{commit} is not a commit of {config_lib.REPO_ROOT}"
   (test_name,) = results["results"]
   assert results["results"][test_name]["num_images"] == 6
   for name in ("test_metrics.md", "paper_tables.md", "paper_tables.csv"):

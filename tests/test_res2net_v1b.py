@@ -14,6 +14,7 @@ from bsa_jax.models import ldnet
 from bsa_jax.models import res2net_v1b
 from bsa_jax.models import sanet
 from bsa_jax.models.convert import parity
+from bsa_jax.models.convert import res2net_v1b as v1b_rules
 
 V1B_BACKBONE = 23_669_352  # official res2net50_v1b_26w_4s without its 2,049,000-parameter classifier
 
@@ -34,7 +35,8 @@ def timm_v1b():
 
 @pytest.fixture(scope="module")
 def converted(timm_v1b):
-  return res2net_v1b.convert_state_dict(_state_dict(timm_v1b))
+  variables, config = v1b_rules.convert(_state_dict(timm_v1b))
+  return convert.Converted(v1b_rules.FAMILY, config, variables)
 
 
 def _shapes(model):
@@ -65,8 +67,9 @@ def test_every_stage_matches_timm_res2net50d(timm_v1b, converted):
     assert d["max_abs_diff"] <= 1e-5 * max(1.0, d["scale"]), (name, d)
 
 
-def test_average_pool_shortcut_is_not_a_strided_conv(converted):
-  """The v1b shortcut pools 2×2 before its 1×1 conv: taking every other pixel instead breaks parity."""
+def test_shortcut_pool_is_torch_avgpool_with_ceil_mode():
+  """AvgPool2d(2, 2, ceil_mode=True, count_include_pad=False): 2×2 means; a partial last window
+  averages only its real pixels."""
   x = np.random.default_rng(1).normal(size=(1, 8, 8, 4)).astype(np.float32)
   pooled = np.asarray(res2net_v1b.avg_down(jnp.asarray(x), 2))
   assert np.allclose(pooled, x.reshape(1, 4, 2, 4, 2, 4).mean(axis=(2, 4)), atol=1e-6)
@@ -76,8 +79,9 @@ def test_average_pool_shortcut_is_not_a_strided_conv(converted):
 
 def test_a_plain_stem_state_dict_is_refused():
   plain = _state_dict(timm.create_model("res2net50_26w_4s"))
+  assert not v1b_rules.is_deep_stem(plain)
   with pytest.raises(convert.ConversionError, match="deep-stem"):
-    res2net_v1b.convert_state_dict(plain)
+    v1b_rules.convert(plain)
 
 
 @pytest.mark.parametrize("module", [sanet, ldnet], ids=["sanet", "ldnet"])
@@ -114,9 +118,11 @@ def test_timm_variants_load_the_stock_res2net_converter(module):
 
 
 def test_the_cli_writes_a_model_init_directory(tmp_path):
-  """`python -m bsa_jax.models.res2net_v1b` output is what `--config.model_init` reads."""
+  """`python -m bsa_jax.models.convert --timm_model res2net50d` output is what `--config.model_init`
+  reads (the converter detects the deep-stem family)."""
+  from bsa_jax.models.convert import from_timm
   out = str(tmp_path / "res2net50d")
-  res2net_v1b.main(["--timm-model", "res2net50d", "--out", out])  # random init: offline
+  from_timm.convert_to_dir("res2net50d", out)  # random init: offline
   meta = convert.read_metadata(out)
   assert meta["family"] == "res2net_v1b" and meta["config"]["stem_width"] == 32
   loaded = convert.load_converted(out)
@@ -142,4 +148,4 @@ def test_the_test_variant_roundtrips_through_the_converter():
       key = key.replace(f"layer{stage}_", f"layer{stage}.")
     h, w, i, o = leaf.shape
     state_dict[key + ".weight"] = np.zeros((o, i, h, w), np.float32)
-  assert res2net_v1b.infer_config(state_dict) == dict(res2net_v1b.VARIANTS["v1b_test"])
+  assert v1b_rules.infer_config(state_dict) == dict(res2net_v1b.VARIANTS["v1b_test"])

@@ -13,14 +13,14 @@ import pytest
 
 from bsa_jax import config_lib
 from bsa_jax.models import sanet
-from bsa_jax.models.pranet import upsample_align_corners
+from bsa_jax.models.pranet import upsample_align_corners  # an independent implementation
 from conftest import data_dir
 from tests.test_attention import fast_jit
 from tests.test_attention import numpy_init
 
-# Parameters for one class. 'paper' equals the official network (weijun88/SANet `model.py` +
-# `res2net.py`, i.e. Res2Net-50 v1b without a classifier + linear3/4/5 + predict) built in PyTorch
-# and counted with sum(p.numel()): 23,669,352 backbone + 230,145 head.
+# Parameters for one class. 'paper' equals the official network (weijun88/SANet: Res2Net-50 v1b
+# without a classifier + linear3/4/5 + predict) built in PyTorch from its code and counted with
+# sum(p.numel()): 23,669,352 backbone + 230,145 head.
 GOLDEN = {"paper": 23_899_497, "timm": 23_880_265, "tiny": 95_241}
 PAPER_BACKBONE, PAPER_HEAD = 23_669_352, 230_145
 
@@ -217,11 +217,12 @@ def test_loss_matches_the_official_bce_dice():
   np.testing.assert_allclose([parts["loss_bce"], parts["loss_dice"], total],
                              [bce.item(), dice.item(), (bce + dice).item()], rtol=1e-5)
   # Logits at another size are resized to the mask first (align_corners=True, as the official).
-  small = jnp.asarray(logits[:, ::2, ::2])
-  resized = torch.nn.functional.interpolate(torch.from_numpy(np.asarray(small)).permute(0, 3, 1, 2),
+  small = np.ascontiguousarray(logits[:, ::2, ::2])
+  resized = torch.nn.functional.interpolate(torch.from_numpy(small).permute(0, 3, 1, 2),
                                             size=(16, 24), mode="bilinear", align_corners=True)
   expected, _ = sanet.loss(jnp.asarray(resized.permute(0, 2, 3, 1).numpy()), {}, jnp.asarray(mask))
-  np.testing.assert_allclose(sanet.loss(small, {}, jnp.asarray(mask))[0], expected, rtol=1e-5)
+  np.testing.assert_allclose(sanet.loss(jnp.asarray(small), {}, jnp.asarray(mask))[0], expected,
+                             rtol=1e-5)
 
 
 # ---------------------------------------------------------------- colour exchange

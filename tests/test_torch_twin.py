@@ -76,6 +76,22 @@ def _assert_close(name, torch_value, flax_value, rel=1e-4):
   assert err <= rel * scale, f"{name}: max |diff| {err:.3g} > {rel} × {scale:.3g}"
 
 
+def _assert_grad_close(name, torch_grad, flax_grad, rel, floor=1e-8):
+  """max |torch − flax| within `rel` of this gradient's own largest magnitude (plus a tiny floor).
+
+  Relative to each tensor's scale, not to max(1, scale): a gradient of 1e-4 that came out zero or
+  with its sign flipped fails. An all-zero gradient passes only if the other one is zero too.
+  """
+  got, want = torch_grad.detach().numpy(), np.asarray(flax_grad)
+  assert got.shape == want.shape, (name, got.shape, want.shape)
+  assert np.all(np.isfinite(got)) and np.all(np.isfinite(want)), name
+  assert np.any(got != 0) == np.any(want != 0), (
+      f"{name}: torch max |grad| {np.abs(got).max():.3g}, flax max |grad| {np.abs(want).max():.3g}")
+  scale = float(np.abs(want).max())
+  err = float(np.abs(got - want).max())
+  assert err <= rel * scale + floor, f"{name}: max |diff| {err:.3g} > {rel} × {scale:.3g} + {floor}"
+
+
 # ---------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("variant", ["paper", "tiny"])
@@ -190,8 +206,9 @@ def test_training_loss_gradients_and_bn_update_match_flax():
   flax_grads = torch_bsanet.build_model("tiny", **overrides)
   torch_bsanet.load_flax_variables(flax_grads, {"params": grads, "batch_stats": new_stats})
   want = dict(flax_grads.named_parameters())
+  # Measured: the worst tensor is within 4.9e-5 of its own scale (the smallest scale is 0.018).
   for name, param in twin.named_parameters():
-    _assert_close(f"grad {name}", param.grad, want[name].detach().numpy(), rel=1e-3)
+    _assert_grad_close(f"grad {name}", param.grad, want[name].detach().numpy(), rel=1e-3)
 
   # BatchNorm update: means equal; torch's running_var takes the unbiased batch variance, Flax's
   # the biased one (the one documented difference), shown here on the stem's first BN.

@@ -46,13 +46,15 @@ def folder_checksums(folder: str) -> dict[str, str]:
 def config_checksums(data_config) -> str:
   """'dataset:content_sha256;...' for every dataset the config trains, validates or tests on."""
   root = split_lists.data_root(data_config)
-  names = sorted({split_lists.parse_entry(e)[0] for which in ("train", "val", "test")
-                  for e in data_config[which]})
+  names = sorted({split_lists.parse_entry(m)[0] for which in ("train", "val", "test")
+                  for e in data_config[which] for m in sources.member_entries(e)})
   parts = []
   for name in names:
     if name in sources.VOLUME_DATASETS:  # ACDC, Synapse: folders known to the volume reader
       folder = next((os.path.join(root, d) for d in volumes.DIRS[name]
                      if os.path.isdir(os.path.join(root, d))), None)
+    elif sources.skip_missing(data_config) and sources.absence_reason(data_config, name):
+      folder = None  # left out by data.missing='skip'
     else:
       folder = registry.dataset_dir(name, root)
     parts.append(f"{name}:{folder_checksums(folder)['content_sha256'] if folder else 'not-found'}")

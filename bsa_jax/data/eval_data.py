@@ -107,12 +107,16 @@ def volume_to_model_input(image: np.ndarray, *, size: int, normalize: str) -> np
 
 
 def eval_sets(data_config, which: str) -> dict[str, EvalSet]:
-  """{'<dataset>:<split>': EvalSet} for config.data.val ('val') or config.data.test ('test')."""
+  """{'<dataset>:<split>': EvalSet} for config.data.val ('val') or config.data.test ('test').
+
+  Under data.missing='skip' an entry whose datasets are all absent is left out, with a warning
+  (`sources.skipped_entries` names it and why; the tables mark it "not run").
+  """
   if which not in ("val", "test", "train"):
     raise ValueError(f"which={which!r} must be 'train', 'val' or 'test'.")
   limit = int(data_config.get("max_eval_examples", -1))
   out = {}
-  for entry in data_config[which]:
+  for entry in sources.usable_entries(data_config, which):
     reader = sources.reader_for(data_config, entry)
     if 0 < limit < len(reader):
       reader = reader.subset(range(limit))

@@ -18,6 +18,7 @@ import warnings
 
 import numpy as np
 from PIL import Image
+from PIL import ImageChops
 
 # Formats PIL opens that we accept as image/mask files when listing a folder.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
@@ -36,9 +37,11 @@ warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 DEFAULT_MAX_PIXELS = 100_000_000
 # Rows per strip when a mask is converted to grey: bounds the float64 temporaries of rgb2gray.
 _STRIP_ROWS = 128
+# Colour masks up to this size take PIL's faster equal-channel test (3 extra bytes per pixel).
+_FAST_PIXELS = 16_000_000
 
 
-def _pixel_limit_message(path: str, width: int, height: int, max_pixels: int) -> str:
+def pixel_limit_message(path: str, width: int, height: int, max_pixels: int) -> str:
   return (f"{path}: {width}x{height} = {width * height / 1e6:.1f} Mpx is above the pixel limit of "
           f"{max_pixels / 1e6:g} Mpx, so it was not decoded. Downscale the file, or raise the limit "
           "(data.max_pixels in a training config, the max_pixels option of the command-line tools).")
@@ -59,7 +62,7 @@ def open_lazy(path: str, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.I
   w, h = img.size
   if max_pixels and w * h > max_pixels:
     img.close()
-    raise DataError(_pixel_limit_message(path, w, h, max_pixels))
+    raise DataError(pixel_limit_message(path, w, h, max_pixels))
   return img
 
 
@@ -196,16 +199,28 @@ def binarize_mask(arr: np.ndarray, path: str = "mask") -> np.ndarray:
 def binary_mask(img: Image.Image, path: str, stride: int = 1) -> np.ndarray:
   """A decoded PIL mask -> bool (ceil(H / stride), ceil(W / stride)) by `MASK_RULE`.
 
-  The rule is decided on every pixel; `stride` then keeps every stride-th row and column. Colour is
-  converted to grey in strips, so memory stays near one byte per pixel beyond PIL's own buffer.
+  The rule is decided on every pixel; `stride` then keeps every stride-th row and column. Histograms
+  and the equal-channel test run in PIL; colour with unequal channels, and any colour mask above
+  `_FAST_PIXELS`, is made grey in strips of rows, so memory stays near a byte per pixel beyond
+  PIL's own buffer.
   """
   if img.mode == "1":
     # PIL's bool arrays store True as byte 255; compare to get canonical bools (XLA reads bytes).
     return np.asarray(img)[::stride, ::stride] != 0
   if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-    return binarize_mask(np.asarray(img), path)[::stride, ::stride].copy()
-  if img.mode not in ("L", "RGB"):
-    img = img.convert("RGB" if img.mode not in ("LA", "La") else "L")  # alpha is not a label
+    return binarize_mask(np.asarray(img), path)[::stride, ::stride]
+  if img.mode in ("LA", "La"):
+    img = img.getchannel(0)  # alpha is not a label
+  elif img.mode not in ("L", "RGB"):
+    img = img.convert("RGB")
+  if img.mode == "RGB" and img.size[0] * img.size[1] <= _FAST_PIXELS:
+    r, g, b = img.split()
+    if (ImageChops.difference(r, g).getbbox() is None
+        and ImageChops.difference(r, b).getbbox() is None):
+      img = r  # rgb2gray of three equal channels is that channel (the weights sum to 1)
+  if img.mode == "L":
+    threshold = mask_threshold(np.asarray(img.histogram(), np.int64), path)
+    return np.asarray(img)[::stride, ::stride] > threshold
   w, h = img.size
   hist = np.zeros(256, np.int64)
   rows = -(-_STRIP_ROWS // stride) * stride  # a multiple of stride keeps the subsampling aligned

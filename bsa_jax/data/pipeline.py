@@ -30,7 +30,7 @@ _MAX_BATCHES = 2 ** 62  # "infinite": a MapDataset needs a length
 
 def train_reader(data_config):
   """The concatenated reader over config.data.train, trimmed to max_train_examples if set."""
-  entries = tuple(data_config.train)
+  entries = tuple(sources.usable_entries(data_config, "train"))  # data.missing='skip' drops absent ones
   if not entries:
     raise ValueError("config.data.train is empty; name at least one '<dataset>:<split>'.")
   parts = tuple(_reduced_decoding(sources.reader_for(data_config, e), int(data_config.image_size))

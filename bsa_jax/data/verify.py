@@ -94,7 +94,8 @@ def verify_examples(examples: Sequence, level: str = "full", *,
     use_cache: at level 'full', skip files recorded as verified with the same size and mtime.
 
   Returns:
-    {'pairs': n, 'decoded': files decoded now, 'cached': files taken from the cache, 'seconds': t}.
+    {'pairs': n, 'checked': files opened now (decoded at 'full'), 'cached': files known from the
+    cache, 'seconds': t}.
 
   Raises:
     io.DataError listing every unusable pair (file named, problem stated), if any.
@@ -102,7 +103,7 @@ def verify_examples(examples: Sequence, level: str = "full", *,
   if level not in LEVELS:
     raise ValueError(f"--config.data.verify={level!r} must be one of {', '.join(LEVELS)}.")
   start = time.perf_counter()
-  stats = {"pairs": len(examples), "decoded": 0, "cached": 0, "seconds": 0.0}
+  stats = {"pairs": len(examples), "checked": 0, "cached": 0, "seconds": 0.0}
   if level == "none" or not examples:
     return stats
   files = [(e.image, "image") for e in examples] + [(e.mask, "mask") for e in examples]
@@ -118,7 +119,7 @@ def verify_examples(examples: Sequence, level: str = "full", *,
     if stamps[path] is not None and entry is not None and entry[:3] == stamps[path]:
       h, w = entry[3:5]
       if max_pixels and w * h > max_pixels:
-        errors[path] = io._pixel_limit_message(path, w, h, max_pixels)
+        errors[path] = io.pixel_limit_message(path, w, h, max_pixels)
       sizes[path] = (h, w)
       stats["cached"] += 1
     else:
@@ -138,7 +139,7 @@ def verify_examples(examples: Sequence, level: str = "full", *,
         errors[path] = error
       else:
         sizes[path] = size
-  stats["decoded"] = len(todo)
+  stats["checked"] = len(todo)
 
   problems, bad_pairs = [], 0
   for e in examples:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 from typing import Callable, Mapping
 
@@ -16,9 +17,16 @@ import numpy as np
 from bsa_jax import config_lib
 from bsa_jax.eval import overlays as viz
 from bsa_jax.data import checksums
+from bsa_jax.data import sources
 from bsa_jax.eval import metrics as metrics_lib
 from bsa_jax.eval import multiclass as evaluate_multiclass
 from bsa_jax.eval import tables
+
+
+def set_dir_name(set_name: str) -> str:
+  """A data set entry as one folder name: 'kvasir_seg:pranet_test' → 'kvasir_seg_pranet_test', and a
+  'folder:/abs/path_val' entry stays one folder instead of nesting."""
+  return re.sub(r"[^\w.-]+", "_", set_name).strip("_")
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
@@ -39,11 +47,16 @@ def evaluate_sets(predict: Callable[[dict], np.ndarray], eval_sets: Mapping, *,
                   num_overlays: int = 0) -> dict[str, float]:
   """Scores `predict` ({'image': (B,S,S,3), ...} → logits (B,S,S,1)) on all of `eval_sets`, pooled.
 
+  `predict` may also return {'logits': ..., 'coarse': ...} (`train.predict_step(with_coarse=True)`):
+  the coarse prediction (BSA-Net before its Attention Rendering Module) is then scored too, as
+  'mDSC_coarse' and 'mIoU_coarse' beside the refined prediction's metrics.
+
   Returns the dataset-level metrics (`metrics_lib.METRIC_NAMES` and extras) plus `num_images`.
   Writes up to `num_overlays` overlay pictures and an index page to `overlay_dir` if given.
   """
   from bsa_jax.eval import metrics as metrics_lib  # scipy-heavy; only needed when scoring
   accumulator = metrics_lib.PolypMetrics()
+  coarse_accumulator = metrics_lib.CurveMetrics()
   overlays = []
   want_images = bool(overlay_dir) and num_overlays > 0
   for eval_set in eval_sets.values():
@@ -54,16 +67,24 @@ def evaluate_sets(predict: Callable[[dict], np.ndarray], eval_sets: Mapping, *,
                      unit="batch", leave=False)
     for batch in batches:
       inputs = {k: v for k, v in batch.items() if k.startswith("image") and k != "image_orig"}
-      logits = np.asarray(predict(inputs), np.float32)[..., 0]  # (B, S, S)
+      out = predict(inputs)
+      coarse = None
+      if isinstance(out, dict):
+        out, coarse = out["logits"], np.asarray(out["coarse"], np.float32)[..., 0]
+      logits = np.asarray(out, np.float32)[..., 0]  # (B, S, S)
       for i, valid in enumerate(batch["valid"]):
         if not valid:
           continue
         gt = batch["mask_orig"][i]
         prob = sigmoid(metrics_lib.resize_prediction(logits[i], gt.shape))  # (H0, W0)
         accumulator.update(prob, gt)
+        if coarse is not None:
+          coarse_accumulator.update(sigmoid(metrics_lib.resize_prediction(coarse[i], gt.shape)), gt)
         if want_images and len(overlays) < num_overlays:
           overlays.append((batch["id"][i], batch["image_orig"][i], prob, gt))
   result = dict(accumulator.result())
+  if coarse_accumulator.num_images:
+    result.update({f"{k}_coarse": v for k, v in coarse_accumulator.result().items()})
   result["num_images"] = accumulator.num_images
   if overlays:
     viz.write_overlay_page(overlay_dir, overlays)
@@ -94,17 +115,58 @@ def git_commit() -> str:
     return "unknown"
 
 
+def init_description(config) -> str:
+  """How the run's weights started: ImageNet (which checkpoint) or from scratch."""
+  from bsa_jax.models import pretrained  # imports flax/orbax: only when results are written
+  return pretrained.describe(config.get("model_init", ""), config.get("resume", ""))
+
+
 def provenance(config, *, checkpoint_step: int, selection: str) -> dict:
-  """What produced a result row: code commit, config hash, data checksums, model, checkpoint and how
-  it was chosen (MANIFEST.md-style content sha256 per dataset folder)."""
-  return {
+  """What produced a result row: code commit, config hash, data checksums, model, its
+  initialisation, checkpoint and how it was chosen (MANIFEST.md-style content sha256 per dataset
+  folder), and under data.missing='skip' what of the configured data was not on disk."""
+  prov = {
       "commit": git_commit(),
       "config_hash": config_lib.config_hash(config),
       "datasets_sha256": checksums.config_checksums(config.data),
       "checkpoint_step": int(checkpoint_step),
       "model": config.model_name,
+      "init": init_description(config),
       "selection": selection,
   }
+  left_out = data_left_out(config.data)
+  if left_out:
+    prov["data_left_out"] = left_out
+  return prov
+
+
+def coverage_note(cov: dict | None) -> str:
+  """'60 of the split's 76; without cvc_300 (not on disk)' for a partly present entry, else ''."""
+  if not cov:
+    return ""
+  parts = []
+  if cov["listed"] is not None and cov["present"] < cov["listed"]:
+    parts.append(f"{cov['present']} of the split's {cov['listed']} on disk")
+  if cov["absent"]:
+    parts.append(f"without {', '.join(cov['absent'])} (not on disk)")
+  return "; ".join(parts)
+
+
+def data_left_out(data_config) -> str:
+  """Under data.missing='skip': what of train/val/test was not on disk, one clause per entry."""
+  if not sources.skip_missing(data_config):
+    return ""
+  clauses = []
+  for which in ("train", "val", "test"):
+    skipped = sources.skipped_entries(data_config, which)
+    for entry in data_config[which]:
+      if entry in skipped:
+        clauses.append(f"{which} {entry}: not run (not on disk)")
+        continue
+      note = coverage_note(sources.coverage(data_config, entry))
+      if note:
+        clauses.append(f"{which} {entry}: {note}")
+  return "; ".join(clauses)
 
 
 def summary_table(results: dict, kind: str) -> str:
@@ -127,12 +189,17 @@ def write_results(workdir: str, results: dict[str, dict[str, float]], *, config,
   with open(path, "w") as f:
     json.dump({"results": results, "provenance": prov}, f, indent=2)
   summary_path = os.path.join(out_dir, "test_metrics.md")
+  not_run = sources.skipped_entries(config.data, "test")
   with open(summary_path, "w") as f:
-    f.write(summary_table(results, config.eval.kind) + "\n\n" + "; ".join(
-        f"{k}: {v}" for k, v in prov.items()) + "\n")
+    f.write("".join(line + "\n" for line in tables.init_line(prov)) + summary_table(results, config.eval.kind) + "\n\n"
+            + "".join(f"Not run: {k}: {v}\n\n" for k, v in not_run.items())
+            + "; ".join(f"{k}: {v}" for k, v in prov.items()) + "\n")
   paths = [path, summary_path]
   if config.eval.kind == "multiclass":
     paths.append(evaluate_multiclass.write_tables_csv(out_dir, results))
   else:
-    paths += list(tables.write_tables(results, out_dir, prov))
+    notes = ({name: coverage_note(sources.coverage(config.data, name)) for name in results}
+             if sources.skip_missing(config.data) else {})
+    paths += list(tables.write_tables(results, out_dir, prov, notes=notes,
+                                      not_run=not_run))
   return paths

@@ -119,15 +119,22 @@ def match_pairs(pred_dir: str, gt_dir: str) -> tuple[list[Pair], list[str]]:
 def _open(path: str, what: str, fix: str, max_pixels: int | None = None) -> Image.Image:
   """Decodes `path`; every failure (PIL's decompression-bomb check included) names the file."""
   try:
-    image = data_io.open_lazy(path, max_pixels)
-  except data_io.DataError as e:
-    raise EvalInputError(f"{what} {e}") from None
+    image = Image.open(path)
+  except Image.DecompressionBombError as e:
+    raise EvalInputError(f"{what} {path}: refused by PIL's decompression-bomb check ({e}). "
+                         f"If the file is genuine, save it at its mask's size.") from None
+  except (OSError, ValueError, SyntaxError) as e:  # PIL raises these for bad or truncated files
+    raise EvalInputError(f"cannot read {what} {path}: {e}. {fix}") from None
+  w, h = image.size
+  if max_pixels and w * h > max_pixels:
+    image.close()
+    raise EvalInputError(f"{what} {data_io.pixel_limit_message(path, w, h, max_pixels)}")
   try:
     image.load()
-    return image
-  except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-    # PIL raises these for bad or truncated files
+  except (OSError, ValueError, SyntaxError) as e:
+    image.close()
     raise EvalInputError(f"cannot read {what} {path}: {e}. {fix}") from None
+  return image
 
 
 def rgb_to_gray(rgb: np.ndarray) -> np.ndarray:

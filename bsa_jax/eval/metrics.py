@@ -14,8 +14,11 @@ tests. Conventions (docs/DECISIONS.md#d4, definitions in R7):
 - S_alpha with alpha = 0.5; F_beta_w (Margolin et al.) with beta^2 = 1; MAE of the normalised map.
 - Dice@0.5 / IoU@0.5: per-image scores of `p > 0.5` (pysodmetrics' "binary" mode), averaged.
 
-`image_scores` turns one (pred, gt) pair into a fixed-size record; `aggregate` reduces records to
-dataset-level numbers; `PolypMetrics` does both as an accumulator.
+`image_scores` turns one (pred, gt) pair into a fixed-size record, `score_pairs` many (faster: uint8
+maps are scored in batches); `aggregate` reduces records to dataset-level numbers (`dataset_scores`
+does both); `PolypMetrics` is an accumulator. uint8 maps are scored from histograms of their 256
+values, float maps pixel by pixel; both give the same records (tests/test_metrics.py). What remains
+costly is F^w's exact distance transform (scipy), the same one pysodmetrics runs.
 """
 
 from __future__ import annotations
@@ -284,13 +287,39 @@ _IMPORTANCE = _importance_table()
 FAR_DISTANCE = math.isqrt(len(_IMPORTANCE) - 2)
 
 
+class Scratch:
+  """Reusable work arrays for scoring many maps in a row.
+
+  Image-sized temporaries allocated afresh for every map are fresh pages from the OS each time; on
+  352x352 maps those page faults took as long as the arithmetic itself. One Scratch per batch keeps
+  a few flat buffers (grown to the largest map seen) and hands out views of them. Not thread-safe:
+  one per thread.
+  """
+
+  def __init__(self):
+    self._buffers: dict[str, np.ndarray] = {}
+
+  def get(self, name: str, shape: tuple[int, ...], dtype) -> np.ndarray:
+    """A C-contiguous `shape` array of `dtype` on buffer `name`; its contents are undefined."""
+    size = math.prod(shape)
+    buffer = self._buffers.get(name)
+    if buffer is None or buffer.size < size or buffer.dtype != dtype:
+      buffer = self._buffers[name] = np.empty(size, dtype)
+    return buffer[:size].reshape(shape)
+
+
 def squared_distances(nearest: np.ndarray) -> np.ndarray:
-  """(H, W) integer squared distance from each pixel to the pixel `nearest` (2, H, W) points to."""
+  """(H, W) integer squared distance from each pixel to the pixel `nearest` (2, H, W) points to.
+
+  Computed in place: returns nearest[0] overwritten, and overwrites nearest[1].
+  """
   _, h, w = nearest.shape
-  dtype = np.int64 if (h - 1)**2 + (w - 1)**2 >= 2**31 else np.int32
-  dy = nearest[0] - np.arange(h, dtype=dtype)[:, None]
-  dx = nearest[1] - np.arange(w, dtype=dtype)
+  if (h - 1)**2 + (w - 1)**2 >= np.iinfo(nearest.dtype).max:
+    nearest = nearest.astype(np.int64)
+  dy, dx = nearest
+  dy -= np.arange(h, dtype=dy.dtype)[:, None]
   dy *= dy
+  dx -= np.arange(w, dtype=dx.dtype)
   dx *= dx
   dy += dx
   return dy
@@ -340,7 +369,7 @@ def _sum_outside(x: np.ndarray, window: tuple[slice, slice]) -> float:
 
 
 def _foreground_error_sum(pred: np.ndarray, gt: np.ndarray, nearest: np.ndarray,
-                          window: tuple[slice, slice], profiles) -> float:
+                          window: tuple[slice, slice], profiles, scratch: Scratch) -> float:
   """Sum over the foreground of min(blurred error, error), the toolbox's MIN_E_EA on the foreground.
 
   nearest: (2, h, w) nearest foreground pixels of `window`, in its coordinates. The error |pred - gt|
@@ -352,39 +381,51 @@ def _foreground_error_sum(pred: np.ndarray, gt: np.ndarray, nearest: np.ndarray,
   rows, cols = _bounding_box(profiles, gt.shape, WFM_KERNEL // 2)
   (r0, c0), width = (window[0].start, window[1].start), gt.shape[1]
   box = slice(rows.start - r0, rows.stop - r0), slice(cols.start - c0, cols.stop - c0)
-  flat = nearest[0][box].astype(np.intp) * width + nearest[1][box] + (r0 * width + c0)
-  err_nearest = 1 - np.ravel(pred).take(flat)  # (h, w) of the box
+  shape = (rows.stop - rows.start, cols.stop - cols.start)
+  flat = scratch.get("flat", shape, np.intp)  # flat image index of each pixel's nearest one
+  np.multiply(nearest[0][box], width, out=flat)
+  flat += nearest[1][box]
+  flat += r0 * width + c0
+  err_nearest = np.ravel(pred).take(flat, out=scratch.get("err", shape, np.float64))
+  np.subtract(1, err_nearest, out=err_nearest)
   g = gaussian_kernel_1d()
-  blurred = ndimage.correlate1d(err_nearest, g, axis=0, mode="constant", cval=0.0)
-  blurred = ndimage.correlate1d(blurred, g, axis=1, mode="constant", cval=0.0)
-  inside = gt[rows, cols]
+  rows_blurred = scratch.get("rows_blurred", shape, np.float64)
+  ndimage.correlate1d(err_nearest, g, axis=0, output=rows_blurred, mode="constant", cval=0.0)
+  blurred = scratch.get("blurred", shape, np.float64)
+  ndimage.correlate1d(rows_blurred, g, axis=1, output=blurred, mode="constant", cval=0.0)
+  np.minimum(blurred, err_nearest, out=blurred)
   # Foreground pixels are their own nearest pixel, so err_nearest there is their own error. Masking
   # the box keeps raster order: the same terms in the same order as summing over the whole image.
-  return float(np.sum(np.minimum(blurred[inside], err_nearest[inside])))
+  return float(np.sum(blurred[gt[rows, cols]]))
 
 
 def weighted_fmeasure(pred: np.ndarray, gt: np.ndarray, beta2: float = F_BETA2, profiles=None,
-                      zeros: int | None = None) -> float:
+                      zeros: int | None = None, scratch: Scratch | None = None) -> float:
   """F^w_beta of a [0, 1] map; 0 for an empty GT (MATLAB gives NaN, pysodmetrics 0).
 
   The exact distance transform (scipy's, the toolbox's bwdist(GT) with nearest indices) is the main
   cost; it runs on `distance_window` only. The rest avoids whole-image float work: the background
   term is a table lookup of the importance by integer squared distance times the prediction, and the
   blur runs on the foreground's bounding box. `profiles` are `foreground_profiles(gt)` and `zeros`
-  the number of exact zeros in pred, if the caller has them.
+  the number of exact zeros in pred, if the caller has them; `scratch` lends the work arrays.
   """
   rows, cols = foreground_profiles(gt) if profiles is None else profiles
   fg = int(rows.sum())
   if fg == 0:
     return 0.0
+  scratch = Scratch() if scratch is None else scratch
   window = distance_window(pred, (rows, cols), zeros)
-  nearest = ndimage.distance_transform_edt(~gt[window], return_distances=False,
-                                           return_indices=True)
-  importance = _IMPORTANCE.take(squared_distances(nearest), mode="clip")  # 0 on the foreground
+  background = np.logical_not(gt[window], out=scratch.get("background", gt[window].shape, bool))
+  nearest = scratch.get("nearest", (2,) + background.shape, np.int32)
+  ndimage.distance_transform_edt(background, return_distances=False, return_indices=True,
+                                 indices=nearest)
+  err_fg = _foreground_error_sum(pred, gt, nearest, window, (rows, cols), scratch)
+  d2 = squared_distances(nearest)  # nearest is used up
+  importance = _IMPORTANCE.take(d2, mode="clip",  # 0 on the foreground
+                                out=scratch.get("importance", d2.shape, np.float64))
   # The background's weighted error is pred * importance; outside the window importance is 2 or pred 0.
   fp_w = float(np.sum(np.multiply(pred[window], importance, out=importance)))
   fp_w += 2 * _sum_outside(pred, window)
-  err_fg = _foreground_error_sum(pred, gt, nearest, window, (rows, cols))
   tp_w = fg - err_fg
   recall = 1 - err_fg / fg
   precision = tp_w / (tp_w + fp_w + EPS)
@@ -408,14 +449,29 @@ def value_tables(lowest, highest) -> np.ndarray:
   return np.where(span != 0, scaled, x)  # a constant map is left as is
 
 
-def quadrant_histograms(pred: np.ndarray, gt: np.ndarray, split: tuple[int, int]) -> np.ndarray:
+def normalized_map(pred: np.ndarray, lowest: int, highest: int, out: np.ndarray) -> np.ndarray:
+  """`normalize_prediction` of a uint8 map spanning [lowest, highest], written into `out` (float64).
+
+  The same float64 operations on the same values, so the same bits, without temporaries.
+  """
+  np.divide(pred, 255, out=out)
+  if highest != lowest:
+    lo, hi = lowest / 255, highest / 255
+    np.subtract(out, lo, out=out)
+    np.divide(out, hi - lo, out=out)
+  return out
+
+
+def quadrant_histograms(pred: np.ndarray, gt: np.ndarray, split: tuple[int, int],
+                        scratch: Scratch | None = None) -> np.ndarray:
   """(4, 2, 256) pixel counts of each uint8 value per quadrant (as `quadrants`) and class (bg, fg).
 
   One bincount of a uint16 code (quadrant, class, value) gives all of them. With split = gt.shape
   everything falls into quadrant 0.
   """
   cy, cx = split
-  code = gt.astype(np.uint16)
+  code = (Scratch() if scratch is None else scratch).get("code", gt.shape, np.uint16)
+  np.copyto(code, gt)
   code <<= 8
   code |= pred
   code[cy:] |= 1024
@@ -552,13 +608,16 @@ def _level_counts(values: np.ndarray, counts: np.ndarray) -> np.ndarray:
                      minlength=2 * batch * NUM_THRESHOLDS).reshape(batch, 2, NUM_THRESHOLDS)
 
 
-def uint8_batch_scores(preds: Sequence[np.ndarray], gts: Sequence[np.ndarray]) -> dict:
-  """`image_scores` of B uint8 maps (any sizes) as a dict of (B, ...) arrays (`split_batch_records`).
+def uint8_batch_scores(preds: Sequence[np.ndarray], gts: Sequence[np.ndarray],
+                       scratch: Scratch | None = None) -> dict:
+  """`image_scores` of B uint8 maps and bool masks (any sizes; validated by the caller, as
+  `score_pairs` does) as a dict of (B, ...) arrays, the format of `split_batch_records`.
 
   One bincount per image gives its value counts per class and S-measure quadrant. The threshold
   curves, MAE, S-measure, E-measures and Dice@0.5 of all B maps then follow together from these
   (B, 4, 2, 256) counts and a (B, 256) table of normalised values; only F^w (the distance transform)
   and the float map it needs touch every pixel again. Equal to `pixel_image_scores` (tested).
+  Image-sized work arrays come from `scratch` (largest map first, so they are allocated once).
   """
   profiles = [foreground_profiles(gt) for gt in gts]
   fg = np.array([rows.sum() for rows, _ in profiles])
@@ -566,30 +625,52 @@ def uint8_batch_scores(preds: Sequence[np.ndarray], gts: Sequence[np.ndarray]) -
   sizes = shapes.prod(1)
   splits = np.array([centroid_split(gt, p) if 0 < f < gt.size else gt.shape
                      for gt, p, f in zip(gts, profiles, fg)]).reshape(-1, 2)
-  hist = np.stack([quadrant_histograms(pred, gt, split)
-                   for pred, gt, split in zip(preds, gts, splits)]).reshape(-1, 4, 2, NUM_THRESHOLDS)
+  scratch = Scratch() if scratch is None else scratch
+  largest_first = np.argsort(-sizes, kind="stable")
+  hist = np.zeros((len(gts), 4, 2, NUM_THRESHOLDS), np.intp)
+  for b in largest_first:
+    hist[b] = quadrant_histograms(preds[b], gts[b], splits[b], scratch)
   counts = hist.sum(1)  # (B, 2, 256): background, foreground
   present = counts.sum(1) > 0
-  values = value_tables(present.argmax(-1), NUM_THRESHOLDS - 1 - present[:, ::-1].argmax(-1))
-  prob = lambda b: values[b].take(preds[b])  # the normalised map, bit-equal to normalize_prediction
+  lowest, highest = present.argmax(-1), NUM_THRESHOLDS - 1 - present[:, ::-1].argmax(-1)
+  values = value_tables(lowest, highest)
   zeros = (counts.sum(1) * (values == 0)).sum(-1)  # pixels whose normalised value is 0
+
+  def prob(b):  # map b normalised, bit-equal to normalize_prediction(preds[b])
+    return values[b].take(preds[b])
+
+  def fw(b):
+    out = scratch.get("prob", preds[b].shape, np.float64)
+    return weighted_fmeasure(normalized_map(preds[b], lowest[b], highest[b], out), gts[b],
+                             profiles=profiles[b], zeros=zeros[b], scratch=scratch)
+
+  def pixel_ssim(b, q):
+    part = quadrants(splits[b])[q]
+    return _ssim(prob(b)[part], gts[b][part])
+
   tp, pp = counts_at_least(_level_counts(values, counts))
   dice, iou = dice_iou_curves(tp, pp, fg[:, None])
   above = values > 0.5
   tp05, pp05 = (counts[:, 1] * above).sum(-1), (counts.sum(1) * above).sum(-1)
-  pixel_ssim = lambda b, q: _ssim(prob(b)[quadrants(splits[b])[q]], gts[b][quadrants(splits[b])[q]])
   return {
       "dice_curve": dice,
       "iou_curve": iou,
       "em_curve": enhanced_alignment(tp, pp, fg[:, None], sizes[:, None]),
       "em_adaptive": adaptive_emeasures_from_counts(values, counts, lambda b: prob(b).mean()),
       "s_alpha": smeasures_from_histograms(values, hist, shapes, splits, pixel_ssim),
-      "fw": np.array([weighted_fmeasure(prob(b), gts[b], profiles=profiles[b], zeros=zeros[b])
-                      for b in range(len(gts))]),
+      "fw": _in_order(fw, largest_first),
       "mae": ((counts[:, 0] * values).sum(-1) + (counts[:, 1] * (1 - values)).sum(-1)) / sizes,
       "dice@0.5": _safe_divide(2 * tp05, fg + pp05),
       "iou@0.5": _safe_divide(tp05, fg + pp05 - tp05),
   }
+
+
+def _in_order(fn, order) -> np.ndarray:
+  """[fn(b) for b = 0, 1, ...] as float64, calling fn in the given order of b."""
+  out = np.zeros(len(order))
+  for b in order:
+    out[b] = fn(b)
+  return out
 
 
 def image_scores(pred: np.ndarray, gt: np.ndarray) -> dict[str, np.ndarray]:
@@ -615,11 +696,11 @@ def score_pairs(pairs: Sequence[tuple[np.ndarray, np.ndarray]],
   Scoring many maps at once shares the small per-image work (curves, E-measure, S-measure from
   histograms) across the batch: `aggregate(score_pairs(pairs))` is the fastest way to score a set.
   """
-  records, batch = [], []
+  records, batch, scratch = [], [], Scratch()
 
   def flush():
     if batch:
-      records.extend(split_batch_records(uint8_batch_scores(*zip(*batch))))
+      records.extend(split_batch_records(uint8_batch_scores(*zip(*batch), scratch=scratch)))
       batch.clear()
 
   for pred, gt in pairs:
@@ -700,6 +781,34 @@ class PolypMetrics:
 
   def result(self) -> dict[str, float]:
     return aggregate(self.records)
+
+
+class CurveMetrics:
+  """mDSC and mIoU alone (the Dice/IoU threshold curves of `image_scores`), for a cheap second score
+  of the same images, e.g. BSA-Net's coarse prediction before its ARM. Equal to `PolypMetrics`'
+  mDSC and mIoU of the same float maps (same normalisation, quantisation and thresholds)."""
+
+  def __init__(self):
+    self.dice: list[np.ndarray] = []
+    self.iou: list[np.ndarray] = []
+
+  @property
+  def num_images(self) -> int:
+    return len(self.dice)
+
+  def update(self, pred: np.ndarray, gt: np.ndarray) -> None:
+    """Scores one float map in [0, 1] at the GT's size."""
+    gt = _check_pair(np.asarray(pred), np.asarray(gt))
+    tp, pp = threshold_counts(quantize(normalize_prediction(pred)), gt)
+    dice, iou = dice_iou_curves(tp, pp, int(np.count_nonzero(gt)))
+    self.dice.append(dice)
+    self.iou.append(iou)
+
+  def result(self) -> dict[str, float]:
+    if not self.dice:
+      raise ValueError("no images to aggregate")
+    return {"mDSC": float(np.mean(np.stack(self.dice), axis=0).mean()),
+            "mIoU": float(np.mean(np.stack(self.iou), axis=0).mean())}
 
 
 # ------------------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ import os
 from absl import flags
 
 from bsa_jax import cli
+from bsa_jax import compile_cache
 from bsa_jax import data as data_lib
 from bsa_jax.eval import curves
 from bsa_jax.eval import evaluate
@@ -34,7 +35,7 @@ def evaluate_workdir(workdir: str, *, step: str = "best", split: str = "test",
   for name, eval_set in eval_sets.items():
     results[name] = evaluator(
         trained.predict, {name: eval_set}, batch_size=int(config.eval.batch_size),
-        progress=progress, overlay_dir=os.path.join(workdir, "overlays", name.replace(":", "_")),
+        progress=progress, overlay_dir=os.path.join(workdir, "overlays", evaluate.set_dir_name(name)),
         num_overlays=overlays)
   if split == "test":
     evaluate.write_results(workdir, results, config=config, checkpoint_step=trained.step,
@@ -60,6 +61,7 @@ def main(argv) -> int:
     raise cli.UserError(f"unexpected arguments {argv[1:]}; flags look like --name=value.")
   if not f.workdir:
     raise cli.UserError("--workdir is required, e.g. --workdir=workdirs/kvasir")
+  compile_cache.enable()  # a second evaluation reads the compiled eval step from disk
   evaluate_workdir(f.workdir, step=f.step, split=f.split, num_overlays=f.num_overlays)
   return 0
 

@@ -19,7 +19,7 @@ Restated from the paper and its official code (ReaFly/LDNet: `models/LDNet.py`, 
 - Lesion-aware cross-attention (LCA) on each decoder feature: keys and values are the features
   averaged under the sigmoid of the previous prediction (one token), + a pre-norm MLP. With a single
   key the softmax is identically 1, so LCA adds the projected, mask-pooled values to every position;
-  its query and key projections (the first two thirds of `to_qkv`, 0.5 M parameters in `paper`) get
+  its query and key projections (the first two thirds of `to_qkv`, 0.98 M parameters in `paper`) get
   exactly zero gradient — in the official code too. We keep the layer as written, so the parameters
   and outputs are the official ones.
 - Loss (official `utils/loss.py`): BCE + Dice (smooth 1) on each of the five maps against the mask,
@@ -41,8 +41,8 @@ import numpy as np
 import optax
 from flax import linen as nn
 
+from bsa_jax.models import bilinear
 from bsa_jax.models import res2net_v1b
-from bsa_jax.models.pranet import resize, upsample_align_corners
 from bsa_jax.models.resnext import batch_norm
 
 # Variant -> encoder (a `res2net_v1b.backbone_from_variant` name), reduced widths of e2..e5, the
@@ -59,15 +59,6 @@ INPUT_SIZE = 224  # the official train crop and test size
 PYRAMID = (1, 3, 5)  # ESA's pooled key/value grids
 MASK_POOL_EPS = 0.0005  # official `MaskAveragePooling`
 _LN_EPS = 1e-5  # torch LayerNorm / GroupNorm default (Flax's is 1e-6)
-
-
-def resize_align_corners(x: jax.Array, height: int, width: int) -> jax.Array:
-  """Bilinear resize of (B, H, W, C) with torch's align_corners=True (corners map to corners), any size."""
-  n, h, w, c = x.shape
-  # scale_and_translate samples input (out + 0.5 - t) / s - 0.5; align_corners wants out / s.
-  scale = jnp.array([(height - 1) / max(h - 1, 1), (width - 1) / max(w - 1, 1)])
-  return jax.image.scale_and_translate(x, (n, height, width, c), (1, 2), scale, 0.5 * (1.0 - scale),
-                                       method="linear", antialias=False)
 
 
 def adaptive_pool_matrix(size_in: int, size_out: int) -> np.ndarray:
@@ -171,7 +162,7 @@ class ConvBNReLU(nn.Module):
 
 
 class DecoderBlock(nn.Module):
-  """(B, h, w, C_in) -> 3×3 to C_in/4 -> 3×3 to `features` -> bilinear ×2 (align_corners) (B, 2h, 2w, f)."""
+  """(B, h, w, C_in) -> 3×3 conv to C_in/4 -> 3×3 conv to `features` -> ×2 (align_corners)."""
   features: int
   dtype: Any = jnp.float32
 
@@ -179,7 +170,8 @@ class DecoderBlock(nn.Module):
   def __call__(self, x, *, train: bool):
     x = ConvBNReLU(x.shape[-1] // 4, self.dtype, name="conv1")(x, train=train)
     x = ConvBNReLU(self.features, self.dtype, name="conv2")(x, train=train)
-    return upsample_align_corners(x, 2)
+    _, h, w, _ = x.shape
+    return bilinear.resize(x, 2 * h, 2 * w, align_corners=True)
 
 
 def dynamic_conv(features: jax.Array, kernels: jax.Array) -> jax.Array:
@@ -208,7 +200,8 @@ class HeadUpdater(nn.Module):
     def norm(name):
       return nn.LayerNorm(epsilon=_LN_EPS, dtype=self.dtype, name=name)
 
-    weight = jax.nn.sigmoid(resize(pred, h, w).astype(feat.dtype))  # (B, H, W, N), half-pixel ×2
+    pred = bilinear.resize(pred.astype(feat.dtype), h, w, align_corners=False)  # ×2, half-pixel
+    weight = jax.nn.sigmoid(pred)  # (B, H, W, N)
     assembled = jnp.einsum("bhwn,bhwc->bnc", weight, feat)  # (B, N, C)
     pred_in, pred_out = jnp.split(dense(2 * c, "pred_transform")(assembled), 2, axis=-1)
     head_in, head_out = jnp.split(dense(2 * c, "head_transform")(kernels), 2, axis=-1)
@@ -239,7 +232,7 @@ class Model(nn.Module):
       raise ValueError(f"LDNet's lesion-aware cross-attention pools features under one foreground "
                        f"map (the official code breaks for more); got num_classes={self.num_classes}")
     cfg = VARIANTS[self.variant]
-    b, h, w, _ = image.shape
+    _, h, w, _ = image.shape
     if h % 32 or w % 32:
       raise ValueError(f"LDNet needs H and W divisible by 32 (the encoder's stride); got {h}×{w}. "
                        "Set --config.data.image_size to a multiple of 32 (the paper's is 224).")
@@ -286,7 +279,7 @@ class Model(nn.Module):
 def pretrained_mapping(model_config) -> dict[str, str]:
   """`config.model_init` is a converted Res2Net for the variant's encoder: it fills `backbone`.
 
-  `paper`: `python -m bsa_jax.models.res2net_v1b` output (official v1b or timm `res2net50d`);
+  `paper`: `python -m bsa_jax.models.convert.res2net_v1b` output (official v1b or timm `res2net50d`);
   `timm`: `python -m bsa_jax.models.convert --timm-model res2net50_26w_4s` output.
   """
   del model_config
@@ -316,12 +309,11 @@ def loss(logits: jax.Array, aux: dict, mask: jax.Array,
   """
   weight = 1.0 if train_config is None else train_config.deep_supervision_weight
   _, height, width, _ = mask.shape
-  if logits.shape[1:3] != (height, width):
-    logits = resize_align_corners(logits, height, width)
+  logits = bilinear.resize(logits, height, width, align_corners=True)  # no-op at the mask's size
   parts = {"loss_main": bce_dice(logits, mask)}
   total, target, side_losses = parts["loss_main"], mask, []
   for side in aux.get("side_outputs", ()):
-    target = resize_align_corners(target, side.shape[1], side.shape[2])  # (B, h, w, 1)
+    target = bilinear.resize(target, side.shape[1], side.shape[2], align_corners=True)  # (B, h, w, 1)
     side_losses.append(bce_dice(side, target))
   if side_losses and weight:
     parts["loss_side"] = sum(side_losses) / len(side_losses)

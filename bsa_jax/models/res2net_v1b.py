@@ -1,8 +1,5 @@
 """Res2Net-50 v1b (deep stem, average-pool shortcuts): the backbone of SANet's and LDNet's official code.
 
-    python -m bsa_jax.models.res2net_v1b --out weights/res2net50_v1b \\
-        (--checkpoint res2net50_v1b_26w_4s-3cf99910.pth | --timm-model res2net50d --pretrained)
-
 SANet (weijun88/SANet `res2net.py`) and LDNet (ReaFly/LDNet `models/res2net.py`) both build
 `res2net50_v1b_26w_4s` of the Res2Net authors' "PretrainedModels" release, not the plain-stem
 `res2net50_26w_4s` that `res2net.py` mirrors. The two differ only outside the blocks' Res2Net
@@ -14,19 +11,15 @@ hierarchy (0.019 M parameters):
 
 timm's `res2net50d` is the same network with the same state-dict keys (`conv1.0/1/3/4/6`, `bn1`,
 `layer<k>.<i>.{conv1,bn1,convs.<j>,bns.<j>,conv3,bn3,downsample.1,downsample.2}`); on shared random
-weights the two give bit-equal features. `convert_state_dict` loads either (strictly, through
-`convert.common`) into `Res2NetV1b`; `backbone_from_variant` builds either Res2Net family by name,
-so a model can offer the official v1b backbone and timm's plain one side by side.
+weights the two give bit-equal features. `convert/res2net_v1b.py` loads either strictly into
+`Res2NetV1b`; `backbone_from_variant` builds either Res2Net family by name, so a model can offer the
+official v1b backbone and timm's plain one side by side.
 """
 
-import argparse
-import re
-import sys
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import linen as nn
 
 from bsa_jax.models import res2net
@@ -41,11 +34,6 @@ VARIANTS = {
     "v1b_test": dict(layers=(1, 2, 1, 1), widths=(16, 16, 32, 32), stem_width=8, stem_out=16,
                      base_width=32, scale=4),
 }
-DONT_LOAD = (r"^fc\.",)  # the ImageNet classifier, which neither SANet nor LDNet registers
-# torch key prefix -> our module name (everything else maps by `convert.common`'s mechanical rules).
-_RENAMES = {r"^conv1\.0\.": "stem_conv1.", r"^conv1\.1\.": "stem_bn1.", r"^conv1\.3\.": "stem_conv2.",
-            r"^conv1\.4\.": "stem_bn2.", r"^conv1\.6\.": "stem_conv3.",
-            r"\.downsample\.1\.": ".downsample_conv.", r"\.downsample\.2\.": ".downsample_bn."}
 
 
 def avg_down(x: jax.Array, strides: int) -> jax.Array:
@@ -155,67 +143,3 @@ def backbone_from_variant(variant: str, **overrides) -> nn.Module:
     return res2net.res2net_from_variant(variant, **overrides)
   raise ValueError(f"unknown Res2Net variant {variant!r}; choose from "
                    f"{sorted(VARIANTS) + sorted(res2net.VARIANTS)}")
-
-
-# ---------------------------------------------------------------- weights (timm res2net50d / official)
-
-def rename(torch_key: str) -> str:
-  """Official / timm `res2net50d` key -> our naming, before `convert.common`'s mechanical rules."""
-  for pattern, replacement in _RENAMES.items():
-    torch_key = re.sub(pattern, replacement, torch_key)
-  return torch_key
-
-
-def infer_config(state_dict: Mapping[str, np.ndarray]) -> dict:
-  """`Res2NetV1b` kwargs read off a v1b / `res2net50d` state dict's shapes."""
-  from bsa_jax.models.convert import common
-  from bsa_jax.models.convert import res2net as plain_rules
-  if "conv1.6.weight" not in state_dict or "layer1.0.convs.0.weight" not in state_dict:
-    raise common.ConversionError("not a deep-stem Res2Net state dict (no conv1.6.weight / "
-                                 "layer1.0.convs.0.weight)")
-  # The plain-stem rules read the blocks; they only need a `conv1.weight` for the stem's output.
-  config = plain_rules.infer_config({**state_dict, "conv1.weight": state_dict["conv1.6.weight"]})
-  config["stem_out"] = config.pop("stem_width")
-  config["stem_width"] = int(state_dict["conv1.0.weight"].shape[0])
-  return config
-
-
-def convert_state_dict(state_dict: Mapping[str, np.ndarray], config: dict | None = None, *,
-                       dont_load: Iterable[str] = DONT_LOAD):
-  """v1b / timm `res2net50d` state dict -> `convert.Converted` (family 'res2net_v1b'), strictly.
-
-  Raises `convert.ConversionError` listing every unmapped key, missing key and shape mismatch.
-  """
-  from bsa_jax.models import convert
-  config = dict(config or infer_config(state_dict))
-  variables = convert.common.convert_state_dict(
-      state_dict, Res2NetV1b(**config), input_shape=(1, 64, 64, 3), dont_load=tuple(dont_load),
-      rename=rename, what="res2net_v1b")
-  return convert.Converted("res2net_v1b", config, variables)
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-  """CLI: converts an official v1b checkpoint or timm's `res2net50d` into a `--config.model_init` dir."""
-  from bsa_jax.models import convert
-  parser = argparse.ArgumentParser(prog="python -m bsa_jax.models.res2net_v1b",
-                                   description=main.__doc__)
-  parser.add_argument("--out", required=True)
-  source = parser.add_mutually_exclusive_group(required=True)
-  source.add_argument("--checkpoint", help="official res2net50_v1b_26w_4s-3cf99910.pth (or timm file)")
-  source.add_argument("--timm-model", help="a timm deep-stem Res2Net, e.g. res2net50d")
-  parser.add_argument("--pretrained", action="store_true", help="with --timm-model: timm's weights")
-  args = parser.parse_args(argv)
-  if args.checkpoint:
-    state_dict, origin = convert.load_state_dict(args.checkpoint), {"checkpoint": args.checkpoint}
-  else:
-    import timm
-    model = timm.create_model(args.timm_model, pretrained=args.pretrained)
-    state_dict = {k: convert.common.to_numpy(v) for k, v in model.state_dict().items()}
-    origin = {"timm_model": args.timm_model, "pretrained": args.pretrained}
-  converted = convert_state_dict(state_dict)
-  convert.save_converted(args.out, converted, source=origin)
-  print(f"wrote {args.out} ({converted.config})")
-
-
-if __name__ == "__main__":
-  main(sys.argv[1:])

@@ -1,11 +1,11 @@
 """SANet (Wei et al., "Shallow Attention Network for Polyp Segmentation", MICCAI 2021).
 
-Restated from the paper and its official code (weijun88/SANet: `src/model.py`, `src/res2net.py`,
-`src/train.py`, `src/test.py`):
+Restated from the paper and its official code (weijun88/SANet `src/`: the model, its Res2Net, `train.py`
+and `test.py`, read in public copies of that repository):
 
 - Backbone: Res2Net-50 v1b 26w×4s (`res2net_v1b.py`: deep 3×3 stem, average-pool shortcuts; the
   official `res2net50_v1b_26w_4s-3cf99910.pth`, or timm's identical `res2net50d`, loads through
-  `res2net_v1b.convert_state_dict`). Variant `timm` swaps in timm's plain-stem `res2net50_26w_4s`
+  `convert/res2net_v1b.py`). Variant `timm` swaps in timm's plain-stem `res2net50_26w_4s`
   (0.019 M fewer parameters) so the stock `bsa_jax.models.convert` weights load too.
 - Shallow attention module (SAM): stages 2, 3, 4 (strides 8, 16, 32) are each reduced to 64 channels
   by a 1×1 conv (with bias) + BN + ReLU, the two deeper maps are upsampled bilinearly
@@ -18,8 +18,8 @@ Restated from the paper and its official code (weijun88/SANet: `src/model.py`, `
   `probability_correction=False` turns it off. We apply it at the network resolution (the official
   at each image's original size: the same fractions up to interpolation).
 - Colour exchange, training only: each training image takes the per-channel mean and std (in 8-bit
-  CIE Lab) of another training image (`color_exchange`). It is data augmentation, so it lives in the
-  input pipeline, not in `Model`.
+  CIE Lab) of another training image. It is data augmentation, not part of `Model`: `color_exchange`
+  here is the host-side (numpy) function; the input pipeline does not call it yet.
 - Loss (official `train.py`): BCE + Dice on the single map, upsampled to the mask (`loss`).
 - Input 352×352 (official `train.py`/`test.py`; training also picks 256-352 at random per batch).
 
@@ -36,8 +36,8 @@ import numpy as np
 import optax
 from flax import linen as nn
 
+from bsa_jax.models import bilinear
 from bsa_jax.models import res2net_v1b
-from bsa_jax.models.pranet import upsample_align_corners
 from bsa_jax.models.resnext import batch_norm
 
 # Variant -> backbone (a `res2net_v1b.backbone_from_variant` name) and the SAM's width.
@@ -75,8 +75,9 @@ class ShallowAttentionHead(nn.Module):
     f5 = ConvBNReLU(c, self.dtype, name="linear5")(x5, train=train)  # (B, h, w, c)
     f4 = ConvBNReLU(c, self.dtype, name="linear4")(x4, train=train)  # (B, 2h, 2w, c)
     f3 = ConvBNReLU(c, self.dtype, name="linear3")(x3, train=train)  # (B, 4h, 4w, c)
-    f5 = upsample_align_corners(f5, f3.shape[1] // f5.shape[1])  # (B, 4h, 4w, c)
-    f4 = upsample_align_corners(f4, f3.shape[1] // f4.shape[1])
+    _, height, width, _ = f3.shape
+    f5 = bilinear.resize(f5, height, width, align_corners=True)  # (B, 4h, 4w, c)
+    f4 = bilinear.resize(f4, height, width, align_corners=True)
     fused = jnp.concatenate([f5, f4 * f5, f3 * f4 * f5], axis=-1)  # (B, 4h, 4w, 3c)
     logits = nn.Conv(self.num_classes, (1, 1), kernel_init=_head_init, dtype=self.dtype,
                      name="predict")(fused)
@@ -84,15 +85,14 @@ class ShallowAttentionHead(nn.Module):
 
 
 def probability_correction(logits: jax.Array) -> jax.Array:
-  """SANet's PCS on (B, H, W, C) logits, per image: x / P(x > 0) where x > 0, x / P(x < 0) where x < 0.
+  """SANet's PCS on (B, H, W, C) logits, per map: x / P(x > 0) where x > 0, x / P(x < 0) where x < 0.
 
-  An image with no positive (negative) pixel keeps its logits: the official in-place division then
-  selects nothing.
+  P is the fraction of the map's pixels (per image and class; the official test has one class). A map
+  with no positive (negative) pixel keeps those logits: the official in-place division selects none.
   """
-  axes = tuple(range(1, logits.ndim))
   positive, negative = logits > 0, logits < 0
-  frac_pos = positive.mean(axis=axes, keepdims=True)  # (B, 1, 1, 1)
-  frac_neg = negative.mean(axis=axes, keepdims=True)
+  frac_pos = positive.mean(axis=(1, 2), keepdims=True)  # (B, 1, 1, C)
+  frac_neg = negative.mean(axis=(1, 2), keepdims=True)
   # Where a fraction is 0 its branch is never selected; 1 keeps that division finite.
   scaled_pos = logits / jnp.where(frac_pos > 0, frac_pos, 1.0)
   scaled_neg = logits / jnp.where(frac_neg > 0, frac_neg, 1.0)
@@ -115,7 +115,7 @@ class Model(nn.Module):
 
   @nn.compact
   def __call__(self, image, *, train: bool = False):
-    """image (B, H, W, 3) -> logits (B, H, W, num_classes), aux ({'side_outputs': (), 'coarse', ...})."""
+    """image (B, H, W, 3) -> logits (B, H, W, num_classes), aux {'side_outputs': (), 'coarse', ...}."""
     cfg = VARIANTS[self.variant]
     _, h, w, _ = image.shape
     if h % 32 or w % 32:
@@ -126,7 +126,7 @@ class Model(nn.Module):
     coarse, fused = ShallowAttentionHead(cfg["channels"], self.num_classes, self.dtype, name="sam")(
         feats["stage2"], feats["stage3"], feats["stage4"], train=train)  # (B, H/8, W/8, classes)
     coarse = coarse.astype(jnp.float32)
-    logits = upsample_align_corners(coarse, h // coarse.shape[1])  # (B, H, W, classes)
+    logits = bilinear.resize(coarse, h, w, align_corners=True)  # (B, H, W, classes)
     if not train and self.probability_correction:
       logits = probability_correction(logits)
     aux = {"side_outputs": (), "coarse": coarse, "sam": fused,
@@ -137,7 +137,7 @@ class Model(nn.Module):
 def pretrained_mapping(model_config) -> dict[str, str]:
   """`config.model_init` is a converted Res2Net for the variant's backbone: it fills `backbone`.
 
-  `paper`: `python -m bsa_jax.models.res2net_v1b` output (official v1b or timm `res2net50d`);
+  `paper`: `python -m bsa_jax.models.convert.res2net_v1b` output (official v1b or timm `res2net50d`);
   `timm`: `python -m bsa_jax.models.convert --timm-model res2net50_26w_4s` output.
   """
   del model_config  # every variant keeps the backbone under the same name
@@ -171,10 +171,7 @@ def loss(logits: jax.Array, aux: dict, mask: jax.Array,
   """
   del aux, train_config
   _, height, width, _ = mask.shape
-  if logits.shape[1:3] != (height, width):
-    from bsa_jax.models.ldnet import resize_align_corners
-    logits = resize_align_corners(logits, height, width)
-  bce, dice = bce_dice(logits, mask)
+  bce, dice = bce_dice(bilinear.resize(logits, height, width, align_corners=True), mask)
   return bce + dice, {"loss_main": bce + dice, "loss_bce": bce, "loss_dice": dice}
 
 

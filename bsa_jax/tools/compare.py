@@ -26,8 +26,10 @@ from bsa_jax.eval import tables
 from bsa_jax.tools import seeds as seeds_lib
 
 MODEL_CONFIGS = {"bsanet": "configs/kvasir.py", "unet": "configs/kvasir_unet.py",
-                 "unetpp": "configs/kvasir_unetpp.py", "pranet": "configs/kvasir_pranet.py"}
-MODEL_LABELS = {"bsanet": "BSA-Net", "unet": "U-Net", "unetpp": "UNet++", "pranet": "PraNet"}
+                 "unetpp": "configs/kvasir_unetpp.py", "pranet": "configs/kvasir_pranet.py",
+                 "sanet": "configs/kvasir_sanet.py", "ldnet": "configs/kvasir_ldnet.py"}
+MODEL_LABELS = {"bsanet": "BSA-Net", "unet": "U-Net", "unetpp": "UNet++", "pranet": "PraNet",
+                "sanet": "SANet", "ldnet": "LDNet"}
 # Budget -> the configs' argument; 'small' (tiny models, minutes) is for smoke tests.
 BUDGETS = {"paper": "", "cpu": "cpu", "small": "small"}
 BUDGET_TITLES = {"paper": "Paper budget", "cpu": "CPU budget", "small": "Smoke budget (tiny models)"}

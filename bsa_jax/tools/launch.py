@@ -8,6 +8,7 @@ from typing import Collection, Sequence
 
 from absl import logging
 
+from bsa_jax import compile_cache
 from bsa_jax.data import split_lists
 
 
@@ -30,7 +31,7 @@ def quiet_libraries(record) -> bool:
 
 
 def run(config, workdir: str, *, seeds: Sequence[int] = (), overridden: Collection[str] = (),
-        **distributed) -> None:
+        allow_config_change: bool = False, **distributed) -> None:
   """Trains, validates and tests `config` in `workdir` (resuming it), or once per seed.
 
   Args:
@@ -39,10 +40,13 @@ def run(config, workdir: str, *, seeds: Sequence[int] = (), overridden: Collecti
     seeds: train once per seed (`tools/seeds.py`); empty = one run with `config.seed`.
     overridden: the config keys given on the command line (what a `folder:` train entry leaves to
       its defaults, see `split_lists.resolve_folder_entries`).
+    allow_config_change: continue a run whose stored config differs (recorded, see
+      `workdir/identity.py`).
     **distributed: `init_distributed`'s arguments.
   """
   notes = split_lists.resolve_folder_entries(config.data, overridden)
   init_distributed(**distributed)
+  compile_cache.enable()  # a resumed run reads its compiled steps from disk
   from bsa_jax import train  # after distributed init, which must precede any JAX computation
   from bsa_jax.tools import seeds as seeds_lib  # imports the trainer too: after distributed init
   logging.set_verbosity(logging.INFO)
@@ -51,7 +55,7 @@ def run(config, workdir: str, *, seeds: Sequence[int] = (), overridden: Collecti
   for note in notes:
     logging.info("%s", note)
   if seeds:
-    paths = seeds_lib.run(config, workdir, list(seeds))
+    paths = seeds_lib.run(config, workdir, list(seeds), allow_config_change=allow_config_change)
     logging.info("Seed summary: %s", ", ".join(paths))
   else:
-    train.main(config, workdir)
+    train.main(config, workdir, allow_config_change=allow_config_change)

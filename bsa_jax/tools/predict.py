@@ -8,6 +8,7 @@ from typing import Iterator, Sequence
 import numpy as np
 from PIL import Image
 
+from bsa_jax import compile_cache
 from bsa_jax.data import enhance
 from bsa_jax.data import preprocess
 from bsa_jax.data.io import DataError, load_image
@@ -134,6 +135,7 @@ def run(workdir: str, inputs: Sequence[str], output: str, *, step: str = "best",
         batch_size: int = 8, threshold: float = 0.5, attention: bool = False) -> dict:
   """Predicts every readable input image; returns counts and the skipped files with reasons."""
   from tqdm import tqdm  # progress bar only; keeps the import of this module light
+  compile_cache.enable()  # a second prediction reads the compiled forward pass from disk
   trained = inference.load_trained(workdir, step)
   paths, skipped = list_inputs(inputs)
   names = output_names(paths)

@@ -60,7 +60,7 @@ def write_summary(workdir: str, seeds: Sequence[int], per_seed: Sequence[dict],
   return paths
 
 
-def run(config, workdir: str, seeds: Sequence[int]) -> list[str]:
+def run(config, workdir: str, seeds: Sequence[int], *, allow_config_change: bool = False) -> list[str]:
   """Trains and tests `config` once per seed, then writes the summary; returns its paths."""
   if not config.data.test:
     raise cli.UserError("--seeds compares test results, but config.data.test is empty; name a test "
@@ -70,7 +70,7 @@ def run(config, workdir: str, seeds: Sequence[int]) -> list[str]:
     seed_config = config.copy_and_resolve_references()
     seed_config.seed = int(seed)
     seed_dir = os.path.join(workdir, f"seed_{seed}")
-    train.main(seed_config, seed_dir)
+    train.main(seed_config, seed_dir, allow_config_change=allow_config_change)
     with open(os.path.join(seed_dir, "results", "test_metrics.json")) as f:
       saved = json.load(f)
     per_seed.append(saved["results"])

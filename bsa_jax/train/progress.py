@@ -32,7 +32,7 @@ class Progress:
 
 
 # Validation metrics shown in the epoch line, when the evaluator reports them.
-EPOCH_LINE_METRICS = ("mDSC", "mIoU", "MAE", "mHD95")
+EPOCH_LINE_METRICS = ("mDSC", "mDSC_coarse", "mIoU", "MAE", "mHD95")
 
 
 def epoch_line(*, epoch: int, num_epochs: int, step: int, total_steps: int, loss: float, lr: float,

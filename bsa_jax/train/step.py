@@ -69,8 +69,19 @@ def train_step(state, batch, base_rng, *, model, tx, schedule, train_config):
   return new_state, metrics
 
 
-def predict_step(state, inputs, *, model):
-  """Eval-mode logits (B, S, S, num_classes) at the network resolution."""
+def predict_step(state, inputs, *, model, with_coarse: bool = False):
+  """Eval-mode logits (B, S, S, num_classes) at the network resolution.
+
+  With `with_coarse` and a model whose aux holds 'coarse_logits' (BSA-Net's decoder output before
+  the Attention Rendering Module, at stride 4), returns {'logits': ..., 'coarse': ...}: the coarse
+  logits upsampled bilinearly to S×S, exactly as `arm='none'` would output them, so the evaluator
+  can score what the ARM adds.
+  """
   variables = {"params": state["params"], "batch_stats": state["batch_stats"]}
-  logits, _ = model.apply(variables, **inputs, train=False)
-  return logits
+  logits, aux = model.apply(variables, **inputs, train=False)
+  if not with_coarse or "coarse_logits" not in aux:
+    return logits
+  coarse = aux["coarse_logits"]
+  b, h, w, _ = logits.shape
+  coarse = jax.image.resize(coarse, (b, h, w, coarse.shape[-1]), "bilinear").astype(jnp.float32)
+  return {"logits": logits, "coarse": coarse}

@@ -95,6 +95,12 @@ def open_run(config: mlc.ConfigDict, workdir: str, allow_config_change: bool = F
   if global_bs % num_devices or global_bs % process_count:
     raise cli.UserError(f"--config.train.batch_size={global_bs} must be divisible by the "
                         f"{num_devices} devices ({process_count} processes) of the mesh.")
+  ckpt_dir = os.path.join(workdir, "checkpoints")
+  fresh_run = not (os.path.isdir(ckpt_dir) and any(d.isdigit() for d in os.listdir(ckpt_dir)))
+  if pretrained.requested(config.model_init) and fresh_run and not config.resume:
+    # Before the workdir exists and long before compiling: offline, this stops with the commands
+    # that fetch and convert the weights (or fetches and converts them once, into the cache).
+    pretrained.resolve(config.model_init)
   os.makedirs(workdir, exist_ok=True)
   mesh = sharding_lib.make_mesh(config.mesh)
   run = Run(config=config, workdir=workdir, mesh=mesh, writer=metric_writer.MetricWriter(workdir),
@@ -104,9 +110,6 @@ def open_run(config: mlc.ConfigDict, workdir: str, allow_config_change: bool = F
     identity.store(workdir, config, changed)  # an accepted change goes to config_history.jsonl
   logging.info("Mesh %s over %d devices, %d process(es); workdir %s",
                dict(mesh.shape), run.num_devices, run.process_count, workdir)
-  fresh_run = not (os.path.isdir(run.ckpt_dir) and any(d.isdigit() for d in os.listdir(run.ckpt_dir)))
-  if config.model_init and fresh_run and not config.resume:
-    pretrained.resolve(config.model_init)  # fail (or download) now, not after compiling
   return run
 
 
@@ -124,6 +127,23 @@ def build_inputs(config: mlc.ConfigDict, run: Run) -> Inputs:
   return Inputs(train_iter, val_sets, num_train, total_steps, steps_per_epoch)
 
 
+def jit_steps(model, tx, schedule, train_config: mlc.ConfigDict, mesh, state_sharding,
+              with_coarse: bool = False):
+  """(train step, predict step) jitted over the mesh: state replicated and donated, batch on `data`.
+  The benchmarks time exactly these. `with_coarse`: the predict step also returns the model's coarse
+  prediction (before BSA-Net's ARM), see `step.predict_step`."""
+  repl, batch_sharding = sharding_lib.replicated(mesh), sharding_lib.batch_sharding(mesh)
+  train_fn = jax.jit(
+      functools.partial(step_lib.train_step, model=model, tx=tx, schedule=schedule,
+                        train_config=train_config),
+      in_shardings=(state_sharding, batch_sharding, repl),
+      out_shardings=(state_sharding, repl),
+      donate_argnums=(0,))
+  predict_fn = jax.jit(functools.partial(step_lib.predict_step, model=model, with_coarse=with_coarse),
+                       in_shardings=(state_sharding, batch_sharding), out_shardings=batch_sharding)
+  return train_fn, predict_fn
+
+
 def compile_steps(config: mlc.ConfigDict, run: Run, model, tx, schedule) -> Steps:
   """Shardings (state replicated, batch on `data`), the jitted train step and the evaluator."""
   mesh = run.mesh
@@ -136,15 +156,9 @@ def compile_steps(config: mlc.ConfigDict, run: Run, model, tx, schedule) -> Step
   abstract_state = jax.tree.map(
       lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract_state, state_sharding)
 
-  batch_sharding = sharding_lib.batch_sharding(mesh)
-  train_fn = jax.jit(
-      functools.partial(step_lib.train_step, model=model, tx=tx, schedule=schedule,
-                        train_config=config.train),
-      in_shardings=(state_sharding, batch_sharding, repl),
-      out_shardings=(state_sharding, repl),
-      donate_argnums=(0,))
-  predict_fn = jax.jit(functools.partial(step_lib.predict_step, model=model),
-                       in_shardings=(state_sharding, batch_sharding), out_shardings=batch_sharding)
+  # Polyp evaluations also score the coarse prediction (mDSC_coarse: what the ARM adds).
+  train_fn, predict_fn = jit_steps(model, tx, schedule, config.train, mesh, state_sharding,
+                                   with_coarse=config.eval.kind == "polyp")
   eval_bs = -(-config.eval.batch_size // run.num_devices) * run.num_devices
   evaluator = evaluate.get_evaluator(config.eval.kind)
 
@@ -178,7 +192,7 @@ def restore_or_init(config: mlc.ConfigDict, run: Run, steps: Steps, train_iter,
     logging.info("Initialised from --config.resume=%s (step %d)", config.resume, step)
   else:
     state = steps.init(steps.base_rng)
-    if config.model_init:
+    if pretrained.requested(config.model_init):
       host = jax.device_get(state)
       params, batch_stats = pretrained.merge_into(config, host["params"], host["batch_stats"])
       state = sharding_lib.put_global({**host, "params": params, "batch_stats": batch_stats},
@@ -202,7 +216,13 @@ def train_loop(config: mlc.ConfigDict, run: Run, inputs: Inputs, steps: Steps, s
   step = start_step
   with jax.transfer_guard("disallow"):
     while step < total_steps:
-      local_batch = next(inputs.train_iter)
+      try:
+        local_batch = next(inputs.train_iter)
+      except data_lib.DataError as e:  # a file that broke after data.verify: named by the pipeline
+        checkpointer.wait()  # the save in flight completes, so the run stops with its checkpoints whole
+        progress.close()
+        raise data_lib.DataError(f"{e}\nThe last checkpoint is step {checkpointer.latest_step()} in "
+                                 f"{checkpointer.directory}.") from None
       batch = sharding_lib.global_batch(local_batch, run.mesh)
       state, metrics = steps.train(state, batch, steps.base_rng)
       step += 1
@@ -279,7 +299,7 @@ def evaluate_tests(config: mlc.ConfigDict, run: Run, steps: Steps, state, step: 
                ", ".join(test_sets))
   results = {}
   for name, eval_set in test_sets.items():
-    overlay_dir = (os.path.join(run.workdir, "overlays", name.replace(":", "_"))
+    overlay_dir = (os.path.join(run.workdir, "overlays", evaluate.set_dir_name(name))
                    if run.process_index == 0 else None)
     results[name] = steps.evaluate(state, {name: eval_set}, progress=config.train.progress_bar,
                                    overlay_dir=overlay_dir, num_overlays=config.eval.num_overlays)

@@ -9,6 +9,7 @@ module from that JSON) and `merge_params` (strict loading of a (sub-)tree into i
 big_vision style; `merge_pretrained` applies it per collection with a prefix mapping, as the trainer
 does). Unmapped keys, missing keys and shape mismatches all raise `ConversionError`
 listing every offending key; only `dont_load` regexes (the classifier heads by default) excuse keys.
+`from_timm.convert_to_dir` is the whole command as a function (timm model + weights -> directory).
 """
 
 import dataclasses
@@ -20,10 +21,12 @@ import numpy as np
 from flax import linen as nn
 
 from bsa_jax.models import res2net as res2net_model
+from bsa_jax.models import res2net_v1b as res2net_v1b_model
 from bsa_jax.models import resnext as resnext_model
 from bsa_jax.models import swin as swin_model
 from bsa_jax.models.convert import common
 from bsa_jax.models.convert import res2net as res2net_rules
+from bsa_jax.models.convert import res2net_v1b as res2net_v1b_rules
 from bsa_jax.models.convert import resnet as resnet_rules
 from bsa_jax.models.convert import swin as swin_rules
 from bsa_jax.models.convert.common import ConversionError, load_state_dict, merge_params
@@ -34,10 +37,11 @@ __all__ = [
     "read_metadata", "save_converted",
 ]
 
-_RULES = {"swin": swin_rules, "resnet": resnet_rules, "res2net": res2net_rules}
+_RULES = {"swin": swin_rules, "resnet": resnet_rules, "res2net": res2net_rules,
+          "res2net_v1b": res2net_v1b_rules}
 # Aliased: the rule modules convert/swin.py and convert/resnet.py take the bare names in this package.
 _MODELS = {"swin": swin_model.SwinTransformer, "resnet": resnext_model.ResNet,
-           "res2net": res2net_model.Res2Net}
+           "res2net": res2net_model.Res2Net, "res2net_v1b": res2net_v1b_model.Res2NetV1b}
 VARIABLES_DIR = "variables"  # orbax StandardCheckpointer directory inside the output
 METADATA_FILE = "source.json"
 
@@ -56,6 +60,8 @@ class Converted:
 def detect_family(state_dict: Mapping[str, Any]) -> str:
   if "patch_embed.proj.weight" in state_dict:
     return "swin"
+  if res2net_v1b_rules.is_deep_stem(state_dict):  # v1b / timm 'd': the deep stem (SANet, LDNet)
+    return "res2net_v1b"
   if "layer1.0.convs.0.weight" in state_dict:  # Res2Net's hierarchical 3x3 convs
     return "res2net"
   if "conv1.weight" in state_dict or "conv1.0.weight" in state_dict:
