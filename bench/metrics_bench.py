@@ -43,7 +43,7 @@ def load_pairs(entry: str, max_images: int, seed: int = 0) -> list[tuple[np.ndar
 def ours(pairs) -> dict[str, float]:
   """Dataset-level scores from our host metrics (what `evaluate.evaluate_sets` runs)."""
   from bsa_jax.eval import metrics
-  return metrics.aggregate([metrics.image_scores(pred, gt) for pred, gt in pairs])
+  return metrics.dataset_scores(pairs)
 
 
 def pysodmetrics(pairs) -> dict[str, float]:

@@ -1,7 +1,7 @@
 """Polyp segmentation evaluation: PraNet-toolbox metrics, file I/O, the eval CLI and paper tables.
 
-`metrics` (numpy/scipy, host) is the reference path used for tables; `metrics_jax` computes the same
-per-image records inside a jitted eval step. Importing this package does not import jax.
+`metrics` (numpy/scipy, on the host) is the one implementation: every validation, test and table
+number comes from it. Importing this package does not import jax.
 """
 
 from bsa_jax.eval.metrics import (ALL_METRIC_NAMES, EXTRA_METRIC_NAMES, METRIC_NAMES, PolypMetrics,

@@ -141,11 +141,14 @@ def provenance(config, *, checkpoint_step: int, selection: str) -> dict:
 
 
 def coverage_note(cov: dict | None) -> str:
-  """'60 of the split's 76; without cvc_300 (not on disk)' for a partly present entry, else ''."""
+  """'13 of the split's 76 on disk' or 'cvc_clinicdb: 105 of the split's 123 on disk; without
+  cvc_300 (not on disk)' for a partly present entry (`sources.coverage`), else ''."""
   if not cov:
     return ""
   parts = []
-  if cov["listed"] is not None and cov["present"] < cov["listed"]:
+  if cov["absent"] or len(cov["partial"]) > 1 or cov["listed"] is None:  # say which member
+    parts += [f"{name}: {found} of the split's {listed} on disk" for name, found, listed in cov["partial"]]
+  elif cov["present"] < cov["listed"]:
     parts.append(f"{cov['present']} of the split's {cov['listed']} on disk")
   if cov["absent"]:
     parts.append(f"without {', '.join(cov['absent'])} (not on disk)")

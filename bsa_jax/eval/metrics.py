@@ -102,7 +102,7 @@ def threshold_counts(levels: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np
 
 
 def counts_at_least(hist: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-  """TP(k) and P(k) for k = 0..255 from (..., 2, 256) [background, foreground] histograms of levels."""
+  """TP(k) and P(k), k = 0..255, from (..., 2, 256) [background, foreground] level histograms."""
   at_least = np.cumsum(hist[..., ::-1], axis=-1)[..., ::-1]  # count of levels >= k
   tp = at_least[..., 1, :]
   return tp, at_least[..., 0, :] + tp
@@ -223,7 +223,7 @@ def quadrants(split: tuple[int, int]) -> tuple[tuple[slice, slice], ...]:
 
 
 def _weighted_region_sum(ssims, shape, split):
-  """Sum of the four quadrants' SSIMs (..., 4) weighted by their area fractions (the toolbox's w1..w4).
+  """Sum of the quadrants' SSIMs (..., 4) weighted by their area fractions (the toolbox's w1..w4).
 
   shape and split are (H, W) and (rows, cols) before the split, or (B, 2) arrays of them.
   """
@@ -269,11 +269,11 @@ def gaussian_kernel_1d(size: int = WFM_KERNEL, sigma: float = WFM_SIGMA) -> np.n
 def _importance_table() -> np.ndarray:
   """The toolbox's background importance 2 - 0.5^(d/5) at d = sqrt(k), for squared distances k.
 
-  Entry 0 is 0, not the foreground's importance 1: foreground pixels are the only ones at distance 0,
-  so a lookup in this table also drops them from the background sum. The value is computed as
+  Entry 0 is 0, not the foreground's importance 1: foreground pixels are the only ones at distance
+  0, so a lookup in this table also drops them from the background sum. The value is computed as
   pysodmetrics computes it (`2 - exp(log(0.5) / 5 * d)` on float64 d = sqrt(k)), so it has the same
-  bits. From d = 265 on, 0.5^(d/5) <= 2^-53 and the value is exactly 2.0 in float64; the table ends at
-  the first such k and lookups clip larger k to that last entry.
+  bits. From d = 265 on, 0.5^(d/5) <= 2^-53 and the value is exactly 2.0 in float64; the table ends
+  at the first such k and lookups clip larger k to that last entry.
   """
   d = np.sqrt(np.arange(80_000, dtype=np.float64))
   table = 2 - np.exp(np.log(0.5) / 5 * d)
@@ -372,11 +372,11 @@ def _foreground_error_sum(pred: np.ndarray, gt: np.ndarray, nearest: np.ndarray,
                           window: tuple[slice, slice], profiles, scratch: Scratch) -> float:
   """Sum over the foreground of min(blurred error, error), the toolbox's MIN_E_EA on the foreground.
 
-  nearest: (2, h, w) nearest foreground pixels of `window`, in its coordinates. The error |pred - gt|
-  is 1 - pred on the foreground; background pixels take the error of their nearest foreground pixel
-  before the 7x7 Gaussian blur. Only foreground values of the blur are used, so it runs on the
-  foreground's bounding box grown by the kernel radius: inside it every blurred foreground value sees
-  the same neighbours as on the whole image (zeros beyond the image's edge).
+  nearest: (2, h, w) nearest foreground pixels of `window`, in its coordinates. The error
+  |pred - gt| is 1 - pred on the foreground; background pixels take the error of their nearest
+  foreground pixel before the 7x7 Gaussian blur. Only foreground values of the blur are used, so it
+  runs on the foreground's bounding box grown by the kernel radius: inside it every blurred
+  foreground value sees the same neighbours as on the whole image (zeros beyond the image's edge).
   """
   rows, cols = _bounding_box(profiles, gt.shape, WFM_KERNEL // 2)
   (r0, c0), width = (window[0].start, window[1].start), gt.shape[1]
@@ -423,7 +423,8 @@ def weighted_fmeasure(pred: np.ndarray, gt: np.ndarray, beta2: float = F_BETA2, 
   d2 = squared_distances(nearest)  # nearest is used up
   importance = _IMPORTANCE.take(d2, mode="clip",  # 0 on the foreground
                                 out=scratch.get("importance", d2.shape, np.float64))
-  # The background's weighted error is pred * importance; outside the window importance is 2 or pred 0.
+  # The background's weighted error is pred * importance; outside the window importance is 2 or
+  # pred is 0.
   fp_w = float(np.sum(np.multiply(pred[window], importance, out=importance)))
   fp_w += 2 * _sum_outside(pred, window)
   tp_w = fg - err_fg
@@ -436,11 +437,12 @@ def weighted_fmeasure(pred: np.ndarray, gt: np.ndarray, beta2: float = F_BETA2, 
 # uint8 maps: every metric but F^w from histograms of the 256 input values.
 # ------------------------------------------------------------------------------------------------
 def value_tables(lowest, highest) -> np.ndarray:
-  """(B, 256) what `normalize_prediction` makes of each uint8 value, for maps spanning [lowest, highest].
+  """(B, 256) what `normalize_prediction` makes of each uint8 value, for maps spanning
+  [lowest, highest].
 
   normalize_prediction applies the same float64 operations to every pixel, so looking each pixel's
-  value up in its map's row gives the same bits. Values outside [lowest, highest] do not occur in that
-  map; they are clipped into [0, 1] so that `quantize` of the table stays defined.
+  value up in its map's row gives the same bits. Values outside [lowest, highest] do not occur in
+  that map; they are clipped into [0, 1] so that `quantize` of the table stays defined.
   """
   x = np.arange(256) / 255
   lo, hi = x[np.asarray(lowest)][:, None], x[np.asarray(highest)][:, None]  # (B, 1)
@@ -500,9 +502,9 @@ def _object_similarities(values: np.ndarray, counts: np.ndarray) -> np.ndarray:
 def _quadrant_ssims(values: np.ndarray, hist: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   """(B, 4) `_ssim` of every quadrant from histograms (B, 4, 2, 256), and which are constant.
 
-  A quadrant where both the prediction and the GT are constant scores 1 or 0 depending on whether the
-  variance of the prediction comes out exactly 0, i.e. on the rounding of its mean: only the pixels'
-  own summation reproduces that, so the caller scores those from pixels.
+  A quadrant where both the prediction and the GT are constant scores 1 or 0 depending on whether
+  the variance of the prediction comes out exactly 0, i.e. on the rounding of its mean: only the
+  pixels' own summation reproduces that, so the caller scores those from pixels.
   """
   counts = hist.sum(2)  # (B, 4, 256)
   n, x, squares = _sample_moments(values[:, None], counts)  # (B, 4)
