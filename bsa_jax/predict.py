@@ -28,6 +28,9 @@ _BATCH = flags.DEFINE_integer("batch_size", 8, "Images per forward pass.")
 _THRESHOLD = flags.DEFINE_float("threshold", 0.5, "Probability threshold for the binary mask.")
 _ATTENTION = flags.DEFINE_bool(
     "attention", False, "Also write heat maps of the attention modules' outputs (ISAM, FSAM energy).")
+_MAX_PIXELS = flags.DEFINE_integer(
+    "max_pixels", 100_000_000, "Images above this many pixels are skipped, naming the file "
+    "(<= 0: only PIL's decompression-bomb limit).")
 
 
 def main(argv) -> int:
@@ -36,7 +39,8 @@ def main(argv) -> int:
     raise cli.UserError("--workdir, --input and --output are required (see --help).")
   result = predict.run(_WORKDIR.value, inputs, _OUTPUT.value, step=_STEP.value,
                        tta=_TTA.value, batch_size=_BATCH.value, threshold=_THRESHOLD.value,
-                       attention=_ATTENTION.value)
+                       attention=_ATTENTION.value,
+                       max_pixels=_MAX_PIXELS.value if _MAX_PIXELS.value > 0 else None)
   for path, reason in result["skipped"]:
     print(f"skipped {path}: {reason}", file=sys.stderr)
   reasons = ", ".join(f"{n} {kind}" for kind, n in sorted(result["skip_reasons"].items()))

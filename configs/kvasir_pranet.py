@@ -33,6 +33,7 @@ def get_config(arg: str | None = None):
   c = config_lib.load_config(f"{base}:{arg}" if arg else base)
   c.model_name = "pranet"
   c.model.variant = "tiny" if arg == "small" else "paper"
+  del c.model["arm"]  # BSA-Net's own field
   if not arg:
     c.model_init = "timm:res2net50_26w_4s"  # the ImageNet Res2Net PraNet names
   if arg == "cpu":

@@ -34,6 +34,7 @@ def get_config(arg: str | None = None):
   c = config_lib.load_config(f"{base}:{arg}" if arg else base)
   c.model_name = "sanet"
   c.model.variant = "tiny" if arg == "small" else "paper"
+  del c.model["arm"]  # BSA-Net's own field
   c.train.loss = "sanet"
   # Not kvasir.py's Swin-T init: the ImageNet Res2Net-50 v1b of the official code (= timm's
   # res2net50d), fetched and converted on the first run; the CPU and small budgets train from scratch.

@@ -24,5 +24,6 @@ def get_config(arg: str | None = None):
   c = config_lib.load_config(f"{base}:{arg}" if arg else base)
   c.model_name = "unet"
   c.model.variant = "tiny" if arg == "small" else "classic"
+  del c.model["arm"]  # BSA-Net's own field
   c.model_init = ""  # U-Net has no ImageNet-initialised part: from scratch, as in its paper
   return c

@@ -15,8 +15,9 @@ paper's layout, its rows beside the paper's.
 
 Everything else is the model's full-protocol config (configs/kvasir.py for BSA-Net, kvasir_<model>.py
 for a baseline): the paper's 256×256, batch 16, Adam 1e-3, ~120 epochs, no augmentation, and the
-model's ImageNet initialisation (BSA-Net: timm Swin-T for the ISAM; PraNet: Res2Net-50; offline the
-run stops before compiling with the commands that fetch and convert the weights, or
+model's ImageNet initialisation (BSA-Net: timm Swin-T for the ISAM; PraNet: Res2Net-50; SANet and
+LDNet: Res2Net-50 v1b; offline the run stops before compiling with the commands that fetch and
+convert the weights, or
 `--config.model_init=none` trains from scratch). The argument is `[model][,cpu|small]`: model one of
 bsanet (default), unet, unetpp, pranet, sanet, ldnet; `cpu`/`small` take that config's CPU budget
 (from scratch; the tables say so).

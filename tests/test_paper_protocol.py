@@ -16,6 +16,7 @@ from bsa_jax import data
 from bsa_jax.data import registry
 from bsa_jax.data import sources
 from bsa_jax.data import split_lists
+from bsa_jax.eval import evaluate
 from bsa_jax.eval import paper_results
 from bsa_jax.eval import tables
 from bsa_jax.workdir import metric_writer
@@ -88,7 +89,8 @@ def test_etis_in_both_public_layouts(tmp_path, layout):
   batch = next(eval_set.batches(4))
   assert batch["image"].shape == (4, 256, 256, 3) and batch["mask_orig"][0].shape == (80, 96)
   assert all(m.any() for m in batch["mask_orig"])
-  assert sources.coverage(c, "etis:pranet_test") == {"listed": 196, "present": 4, "absent": []}
+  assert sources.coverage(c, "etis:pranet_test") == {"listed": 196, "present": 4, "absent": [],
+                                                     "partial": [("etis", 4, 196)]}
 
 
 def test_cvc300_in_pranet_layout_and_endoscene_is_clinicdb_plus_cvc300(tmp_path):
@@ -104,7 +106,8 @@ def test_cvc300_in_pranet_layout_and_endoscene_is_clinicdb_plus_cvc300(tmp_path)
                           + [f"cvc_300_{i}" for i in cvc300_test])
   assert next(eval_set.batches(8))["id"][:len(eval_set)] == eval_set.ids
   cov = sources.coverage(c, "cvc_endoscene:paper712_test")
-  assert cov == {"listed": 123 + len(cvc300_test), "present": 2 + len(cvc300_test), "absent": []}
+  assert cov == {"listed": 123 + len(cvc300_test), "present": 2 + len(cvc300_test), "absent": [],
+                 "partial": [("cvc_clinicdb", 2, 123)]}
   assert len(data.eval_sets(_data_config(tmp_path, test=("cvc_endoscene:paper712_test",),
                                          max_eval_examples=3), "test")["cvc_endoscene:paper712_test"]) == 3
 
@@ -126,7 +129,10 @@ def test_absent_datasets_are_errors_or_not_run_cells(tmp_path):
   assert list(skipped) == ["etis:pranet_test"] and "ETIS-LaribPolypDB" in skipped["etis:pranet_test"]
   sets = data.eval_sets(c, "test")
   assert list(sets) == ["cvc_endoscene:paper712_test"] and len(sets[test[1]]) == 4
-  assert sources.coverage(c, test[1]) == {"listed": None, "present": 4, "absent": ["cvc_300"]}
+  cov = sources.coverage(c, test[1])
+  assert cov == {"listed": None, "present": 4, "absent": ["cvc_300"], "partial": [("cvc_clinicdb", 4, 123)]}
+  assert evaluate.coverage_note(cov) == ("cvc_clinicdb: 4 of the split's 123 on disk; without cvc_300 "
+                                         "(not on disk)")
   with pytest.raises(data.DataError, match="none of the datasets of config.data.val"):
     data.eval_sets(_data_config(tmp_path, val=("etis:paper712_val",)), "val")
 
@@ -226,3 +232,21 @@ def test_paper_protocol_config_arguments():
   assert unet.model_name == "unet" and unet.data.image_size == 112 and unet.data.train == c.data.train
   with pytest.raises(ValueError, match="argument"):
     config_lib.load_config(PAPER_PROTOCOL + ":vit")
+
+
+def test_offline_the_imagenet_default_stops_before_the_workdir_with_the_commands(tmp_path, monkeypatch,
+                                                                                 run_command):
+  """The paper-protocol config starts from ImageNet Swin-T; offline and never fetched, launch.py stops
+  with exit 2 before creating the workdir (long before compiling) and prints the commands."""
+  from bsa_jax.models import pretrained
+  monkeypatch.setenv("BSA_CACHE_DIR", str(tmp_path / "cache"))
+  monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+  monkeypatch.setattr(pretrained, "_cached_hub_file", lambda hub_id: None)
+  workdir = tmp_path / "run"
+  code, _, err = run_command("launch.py", f"--config={PAPER_PROTOCOL}", f"--workdir={workdir}",
+                             "--config.model.variant=tiny", "--config.data.image_size=64")
+  assert code == 2, err[-2000:]
+  assert "ImageNet weights needed" in err and "curl -L -o swin_tiny_patch4_window7_224.safetensors" in err
+  assert (f"--out={tmp_path / 'cache' / 'converted' / 'swin_tiny_patch4_window7_224'}" in err
+          and "--config.model_init=none" in err)
+  assert not workdir.exists()

@@ -11,7 +11,9 @@ timm = pytest.importorskip("timm")
 from bsa_jax.models import convert, resnext  # noqa: E402
 from bsa_jax.models.convert import parity  # noqa: E402
 
-TOL = 1e-4  # max abs diff allowed, relative to the reference's max |x| when that exceeds 1
+# Max abs diff allowed, relative to the reference's max |x| when that exceeds 1 (README quotes it;
+# measured at most 1.3e-6 for ResNet-18 and ResNeXt-50).
+TOL = 1e-5
 
 
 def param_shapes(model):

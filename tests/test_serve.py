@@ -21,6 +21,7 @@ from PIL import Image
 from bsa_jax import config_lib
 from bsa_jax.tools import serve
 from tests.conftest import data_dir
+from tests.test_export import tiny_bsanet_run
 
 REPO = config_lib.REPO_ROOT
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -30,18 +31,8 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory, synthetic_root):
-  """A 2-step tiny BSA-Net run at 64 px with its results/ (the model card reads them)."""
-  from bsa_jax import train
-  config = config_lib.load_config(os.path.join(REPO, "configs/demo.py"))
-  config.data.root = synthetic_root
-  config.data.max_eval_examples = 4
-  config.train.num_steps = 2
-  config.train.eval_every_epochs = 0.05
-  config.train.progress_bar = False
-  config.eval.num_overlays = 0
-  path = str(tmp_path_factory.mktemp("run"))
-  train.main(config, path)
-  return path
+  """The session's 2-step tiny BSA-Net run (64 px; shared with test_export.py)."""
+  return tiny_bsanet_run(tmp_path_factory, synthetic_root)
 
 
 @pytest.fixture(scope="module")
@@ -211,11 +202,13 @@ def test_browser_upload_shows_overlay_and_downloads_predicts_mask(served_page, w
     try:
       page = browser.new_page(viewport={"width": 1280, "height": 900})
       page.goto(served_page)
-      page.wait_for_function("document.querySelector('#card-body table') !== null")
+      # Selectors, not wait_for_function: the page's CSP forbids the eval that would need.
+      page.wait_for_selector("#card-body table")
       page.set_input_files("#file", kvasir_image)
-      page.wait_for_function("document.body.dataset.state === 'done'", timeout=240_000)
+      page.wait_for_selector("body[data-state='done'], body[data-state='error']", timeout=240_000)
+      assert page.get_attribute("body", "data-state") == "done", page.inner_text("#status")
       assert page.get_attribute("#overlay", "src").startswith("data:image/png;base64,")
-      assert page.evaluate("document.querySelector('#overlay').naturalWidth") == \
+      assert page.locator("#overlay").evaluate("img => img.naturalWidth") == \
           Image.open(kvasir_image).size[0]
       assert "Predicted area" in page.inner_text("#area")
       with page.expect_download() as download_info:

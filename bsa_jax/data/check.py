@@ -188,13 +188,17 @@ def define_flags() -> None:
   flags.DEFINE_string("dataset", None, f"Layout to expect: one of {', '.join(registry.DATASETS)}, "
                       "acdc, synapse (default: guessed from the folder).")
   flags.DEFINE_integer("threads", 2, "Files decoded at once.")
+  flags.DEFINE_integer("max_pixels", io.DEFAULT_MAX_PIXELS,
+                       "Files above this many pixels are refused, naming the file (<= 0: no limit).")
 
 
 def main(argv) -> int:
   if len(argv) != 2:
     raise cli.UserError("give one dataset folder, e.g. python -m bsa_jax.data.check "
                         "$BSA_DATA_DIR/kvasir_seg")
-  report = check(argv[1], flags.FLAGS.dataset, flags.FLAGS.threads)
+  limit = flags.FLAGS.max_pixels
+  report = check(argv[1], flags.FLAGS.dataset, flags.FLAGS.threads,
+                 max_pixels=limit if limit > 0 else None)
   print(report.format())
   return 0 if report.ok else 1
 

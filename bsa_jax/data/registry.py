@@ -67,9 +67,12 @@ _ISIC2018 = (("ISIC2018_Task1-2_Training_Input", "ISIC2018_Task1_Training_Ground
              ("ISIC2018_Task1-2_Validation_Input", "ISIC2018_Task1_Validation_GroundTruth", "val"),
              ("ISIC2018_Task1-2_Test_Input", "ISIC2018_Task1_Test_GroundTruth", "test"))
 
-# Layouts of our shared folders and PraNet's TestDataset were checked on real files; the official
-# release layouts of ETIS (GroundTruth/pN.tif), CVC-300 (bbdd/ + gtpolyp/), CVC-ClinicDB (Original/ +
-# Ground Truth/), ISIC and HAM10000 are from their documentation/common usage (UNVERIFIED here: no copies).
+# Layouts of our shared folders and PraNet's TestDataset were checked on real files. ETIS and CVC-300 are
+# not in shared/data: PraNet's TestDataset/{ETIS-LaribPolypDB,CVC-300}/{images,masks}/N.png and the
+# ETIS release's ETIS-LaribPolypDB/ETIS-LaribPolypDB/N.tif + ETIS-LaribPolypDB/Ground Truth/pN.tif are
+# tested on fixtures renamed from our real images (tests/test_paper_protocol.py). The release layouts of
+# CVC-300 (bbdd/ + gtpolyp/), CVC-ClinicDB (Original/ + Ground Truth/), ISIC and HAM10000 are from their
+# documentation/common usage (UNVERIFIED here: no copies).
 DATASETS: dict[str, DatasetSpec] = {s.name: s for s in (
     DatasetSpec("kvasir_seg", "Kvasir-SEG",
                 ("kvasir_seg", "Kvasir-SEG", "kvasir-seg", "Kvasir") + _pranet("Kvasir"), (_STD,)),

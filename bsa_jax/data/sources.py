@@ -187,12 +187,13 @@ def usable_entries(data_config, which: str) -> list[str]:
 def coverage(data_config, entry: str) -> dict | None:
   """How much of `entry`'s split is on disk: {'listed': ids the split names (None when unknown, e.g.
   an absent dataset without a committed list), 'present': of them on disk, 'absent': member datasets
-  not found}. None for volume datasets, one's own folders and tfds sources."""
+  not found, 'partial': [(member dataset, present, listed)] of members found with ids missing}.
+  None for volume datasets, one's own folders and tfds sources."""
   if _cfg(data_config, "source", "folder") != "folder":
     return None
   root = split_lists.data_root(data_config)
   seed = int(_cfg(data_config, "split_seed", split_lists.SEED))
-  listed, present, absent = 0, 0, []
+  listed, present, absent, partial = 0, 0, [], []
   for member in member_entries(entry):
     dataset, split = split_lists.parse_entry(member)
     if dataset in VOLUME_DATASETS or registry.is_own_folder(dataset):
@@ -208,9 +209,12 @@ def coverage(data_config, entry: str) -> dict | None:
     examples = registry.find_examples(dataset, root)
     ids = split_lists.split_ids(dataset, split, examples, seed=seed)
     on_disk = {e.id for e in examples}
-    present += sum(i in on_disk for i in ids)
+    found = sum(i in on_disk for i in ids)
+    if found < len(ids):
+      partial.append((dataset, found, len(ids)))
+    present += found
     listed = None if listed is None else listed + len(ids)
-  return {"listed": listed, "present": present, "absent": absent}
+  return {"listed": listed, "present": present, "absent": absent, "partial": partial}
 
 
 @dataclasses.dataclass(frozen=True)

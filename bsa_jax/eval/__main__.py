@@ -41,6 +41,8 @@ def define_flags() -> None:
                       "Output path without extension (a .csv/.json suffix is dropped).")
   flags.DEFINE_bool("per_image", False, "Also write OUT_per_image.csv.")
   flags.DEFINE_bool("quiet", False, "No progress bar.")
+  flags.DEFINE_integer("max_pixels", 0, "Prediction and mask files above this many pixels are "
+                       "refused, naming the file (<= 0: only PIL's decompression-bomb limit).")
 
 
 def default_name(gt_dir: str) -> str:
@@ -142,11 +144,13 @@ def markdown(results: dict) -> str:
   return tables.markdown_table(["Dataset", "n", *names], rows)
 
 
-def score_dirs(pred_dirs, gt_dirs, names, progress: bool = True) -> tuple[dict, list]:
+def score_dirs(pred_dirs, gt_dirs, names, progress: bool = True,
+               max_pixels: int | None = None) -> tuple[dict, list]:
   """{name: dataset scores} and the per-image rows of every (prediction, GT) folder pair."""
   results, per_image = {}, []
   for pred_dir, gt_dir, name in zip(pred_dirs, gt_dirs, names):
-    summary, rows, unused = evaluate_dir(pred_dir, gt_dir, name, progress=progress)
+    summary, rows, unused = evaluate_dir(pred_dir, gt_dir, name, progress=progress,
+                                         max_pixels=max_pixels)
     results[name], per_image = summary, per_image + rows
     if unused:
       print(f"warning: {len(unused)} prediction(s) in {pred_dir} have no mask, e.g. "
@@ -167,7 +171,8 @@ def main(argv) -> int:
     raise cli.UserError("give one --name for every --pred_dir (or none).")
   names = f.name or [default_name(g) for g in f.gt_dir]
   try:
-    results, per_image = score_dirs(f.pred_dir, f.gt_dir, names, progress=not f.quiet)
+    results, per_image = score_dirs(f.pred_dir, f.gt_dir, names, progress=not f.quiet,
+                                    max_pixels=f.max_pixels if f.max_pixels > 0 else None)
   except io.EvalInputError as e:  # a file or folder the user gave: named in the message
     raise cli.UserError(str(e)) from None
   print(markdown(results))

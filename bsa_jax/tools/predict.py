@@ -11,7 +11,7 @@ from PIL import Image
 from bsa_jax import compile_cache
 from bsa_jax.data import enhance
 from bsa_jax.data import preprocess
-from bsa_jax.data.io import DataError, load_image
+from bsa_jax.data.io import DEFAULT_MAX_PIXELS, DataError, load_image
 from bsa_jax.eval import overlays as viz
 from bsa_jax.eval.metrics import resize_prediction
 from bsa_jax.workdir import load as inference
@@ -70,11 +70,12 @@ def output_names(paths: Sequence[str]) -> dict[str, str]:
   return names
 
 
-def read_images(paths: Sequence[str], skipped: list[tuple[str, str]]) -> Iterator[tuple[str, np.ndarray]]:
+def read_images(paths: Sequence[str], skipped: list[tuple[str, str]],
+                max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Iterator[tuple[str, np.ndarray]]:
   """Yields (path, uint8 (H, W, 3)); files PIL cannot read go to `skipped` with the reason."""
   for path in paths:
     try:
-      yield path, load_image(path)
+      yield path, load_image(path, max_pixels=max_pixels)
     except (DataError, OSError) as e:
       skipped.append((path, str(e)))
 
@@ -132,12 +133,32 @@ def write_outputs(out_dir: str, stem: str, image: np.ndarray, prob: np.ndarray,
 
 
 def run(workdir: str, inputs: Sequence[str], output: str, *, step: str = "best", tta: bool = False,
-        batch_size: int = 8, threshold: float = 0.5, attention: bool = False) -> dict:
-  """Predicts every readable input image; returns counts and the skipped files with reasons."""
+        batch_size: int = 8, threshold: float = 0.5, attention: bool = False, frames: bool = False,
+        ema: float = 0.0, write_masks: bool = False, fps: float | None = None,
+        max_pixels: int | None = DEFAULT_MAX_PIXELS) -> dict:
+  """Predicts every readable input image; returns counts and the skipped files with reasons.
+
+  Video files, and with `frames` folders of frames, are segmented as streams by
+  `bsa_jax.tools.video` (overlay video, per-frame CSV, frames/s; `ema`, `write_masks` and `fps`
+  apply to them); their summaries are under "streams" and their frames count as predicted.
+  """
   from tqdm import tqdm  # progress bar only; keeps the import of this module light
+  from bsa_jax.tools import video
   compile_cache.enable()  # a second prediction reads the compiled forward pass from disk
   trained = inference.load_trained(workdir, step)
+  streams = [i for i in inputs if video.is_video(i) or (frames and os.path.isdir(i))]
+  streamed = video.run(workdir, streams, output, batch_size=batch_size, threshold=threshold,
+                       ema=ema, write_masks=write_masks, tta=tta, fps=fps, trained=trained)
+  frame_count = sum(s["frames"] for s in streamed["streams"].values())
+  inputs = [i for i in inputs if i not in streams]
+  if not inputs:
+    first = next(iter(streamed["streams"].values()))
+    return {"predicted": frame_count, "skipped": streamed["skipped"],
+            "skip_reasons": skip_reasons(streamed["skipped"]), "step": trained.step, "names": {},
+            "index": os.path.join(output, first["outputs"]["summary"]),
+            "streams": streamed["streams"]}
   paths, skipped = list_inputs(inputs)
+  skipped += streamed["skipped"]
   names = output_names(paths)
   for sub in ("masks", "probabilities", "overlays") + (("attention",) if attention else ()):
     os.makedirs(os.path.join(output, sub), exist_ok=True)
@@ -154,7 +175,7 @@ def run(workdir: str, inputs: Sequence[str], output: str, *, step: str = "best",
             os.path.join(output, "attention", f"{stem}_{name.split('/')[0]}.png"))
     pending.clear()
 
-  for path, image in tqdm(read_images(paths, skipped), total=len(paths), desc="predict",
+  for path, image in tqdm(read_images(paths, skipped, max_pixels), total=len(paths), desc="predict",
                           unit="img"):
     pending.append((path, image))
     if len(pending) == batch_size:
@@ -162,5 +183,6 @@ def run(workdir: str, inputs: Sequence[str], output: str, *, step: str = "best",
   if pending:
     flush()
   page = viz.write_index(output, entries, with_gt=False) if entries else None
-  return {"predicted": len(entries), "skipped": skipped, "skip_reasons": skip_reasons(skipped),
-          "index": page, "step": trained.step, "names": {p: names[p] for p in paths}}
+  return {"predicted": len(entries) + frame_count, "skipped": skipped,
+          "skip_reasons": skip_reasons(skipped), "index": page, "step": trained.step,
+          "names": {p: names[p] for p in paths}, "streams": streamed["streams"]}
