@@ -44,7 +44,7 @@ def data_dir(*parts: str) -> str:
   path = os.path.join(DATA_ROOT, *parts)
   if not os.path.exists(path):
     message = (f"real data not found at {path} (set BSA_DATA_DIR to the folder holding "
-               f"the datasets of docs/DECISIONS.md#r8)")
+               f"the datasets of docs/DECISIONS.md#r8, or put them in {os.path.normpath(_SHARED_DATA)})")
     if REQUIRE:
       pytest.fail(f"{REQUIRE_ENV}=1: {message}", pytrace=False)
     pytest.skip(message)

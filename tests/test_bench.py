@@ -219,7 +219,7 @@ def gpu_quick(tmp_path_factory):
                          "--sections=throughput,mfu,flags",
                          "--flag_set=--xla_cpu_experimental_ynn_fusion_type=", "--out", json_path,
                          "--md", str(out_dir / "RESULTS.md")], cwd=common.REPO_ROOT,
-                        capture_output=True, text=True, timeout=1800)
+                        capture_output=True, text=True, timeout=3600)
   assert proc.returncode == 0, proc.stderr[-3000:]
   with open(json_path) as f:
     return json.load(f)

@@ -136,7 +136,7 @@ def test_model_probabilities_match_in_onnx_and_stablehlo(name, tmp_path):
   path = str(tmp_path / "m.jax_export")
   entry = export.write_stablehlo(fn, export.input_spec(size), path, ("cpu", "cuda"))
   assert entry["platforms"] == ["cpu", "cuda"]
-  assert np.abs(export.run_stablehlo(path, x[:1]) - want[:1]).max() <= export.TOLERANCE
+  assert np.abs(export.load_stablehlo(path)(x[:1]) - want[:1]).max() <= export.TOLERANCE
 
 
 @pytest.mark.parametrize("name", sorted(CONFIGS))

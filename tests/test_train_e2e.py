@@ -104,11 +104,11 @@ def _free_port():
 
 def _records_by_step(workdir, prefix):
   """{step: the one metrics.jsonl record holding `prefix` keys}; a step logged twice fails."""
-  steps = [r["step"] for r in metric_writer.read_jsonl(os.path.join(workdir, "metrics.jsonl"))
-           if any(k.startswith(prefix) for k in r)]
+  records = [r for r in metric_writer.read_jsonl(os.path.join(workdir, "metrics.jsonl"))
+             if any(k.startswith(prefix) for k in r)]
+  steps = [r["step"] for r in records]
   assert len(steps) == len(set(steps)), f"duplicate {prefix!r} records at steps {sorted(steps)}"
-  return {r["step"]: r for r in metric_writer.read_jsonl(os.path.join(workdir, "metrics.jsonl"))
-          if any(k.startswith(prefix) for k in r)}
+  return {r["step"]: r for r in records}
 
 
 def test_two_processes_match_one_process(tmp_path, synthetic_root):

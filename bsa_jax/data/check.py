@@ -22,6 +22,7 @@ from absl import flags
 from bsa_jax import cli
 from bsa_jax.data import io
 from bsa_jax.data import registry
+from bsa_jax.data import volumes
 
 
 @dataclasses.dataclass
@@ -146,7 +147,6 @@ def check_images(folder: str, dataset: str | None = None, threads: int = 2,
 
 def check_volumes(folder: str, dataset: str | None = None) -> Report:
   """Checks every .h5/.npz file under `folder` (ACDC/Synapse layouts)."""
-  from bsa_jax.data import volumes
   report = Report(folder)
   files = sorted(glob.glob(os.path.join(glob.escape(folder), "**", "*.h5"), recursive=True) +
                  glob.glob(os.path.join(glob.escape(folder), "**", "*.npz"), recursive=True))

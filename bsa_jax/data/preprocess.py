@@ -24,7 +24,7 @@ def resize_image(image: np.ndarray, size: int) -> np.ndarray:
   if image.shape[:2] == (size, size):
     return image
   if image.dtype != np.uint8:
-    from scipy import ndimage
+    from scipy import ndimage  # scipy: only for the resize path that needs it
     h, w = image.shape[:2]
     factors = (size / h, size / w) + (1,) * (image.ndim - 2)
     return ndimage.zoom(image.astype(np.float32), factors, order=3)

@@ -115,7 +115,7 @@ class _SegBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   def code_path(cls):
     # tfds derives this from the package via importlib_resources (not installed here); a checksums.tsv
     # registered online would live next to this file.
-    from etils import epath
+    from etils import epath  # etils comes with tensorflow_datasets: only when building tfds datasets
     return epath.Path(os.path.abspath(__file__))
 
   @property

@@ -33,7 +33,7 @@ def _open_blob(blob: bytes, where: str) -> Image.Image:
 
 @functools.lru_cache(maxsize=16)
 def _data_source(builder_dir: str):
-  import tensorflow_datasets as tfds
+  import tensorflow_datasets as tfds  # heavy: only for source=tfds
   builder = tfds.builder_from_directory(builder_dir)
   skip = tfds.decode.SkipDecoding()
   return builder.as_data_source("full", decoders={"image": skip, "mask": skip})

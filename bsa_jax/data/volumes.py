@@ -60,7 +60,7 @@ def _read_arrays(path: str) -> tuple[np.ndarray, np.ndarray]:
         keys = set(f.files)
         image_key = "image" if "image" in keys else "img"
         return f[image_key], f["label"]
-    import h5py
+    import h5py  # HDF5: only for the ACDC/Synapse volume layouts
     with h5py.File(path, "r") as f:
       keys = set(f.keys())
       image_key = "image" if "image" in keys else "img"
@@ -78,7 +78,7 @@ def _num_slices(path: str) -> int:
   if path.endswith(".npz"):
     image, _ = _read_arrays(path)
     return image.shape[0]
-  import h5py
+  import h5py  # HDF5: only for the ACDC/Synapse volume layouts
   try:
     with h5py.File(path, "r") as f:
       return f["image" if "image" in f else "img"].shape[0]

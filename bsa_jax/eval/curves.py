@@ -57,9 +57,9 @@ def steps_per_epoch(curves: dict[str, tuple[np.ndarray, np.ndarray]]) -> float |
 
 def plot_training_curves(workdir: str, out_path: str | None = None, title: str | None = None) -> str:
   """Writes the three-panel curve PNG (losses, validation scores, learning rate); returns its path."""
-  import matplotlib
+  import matplotlib  # plotting: only when a curve is drawn
   matplotlib.use("Agg")  # files only; no display on servers
-  from matplotlib import pyplot as plt
+  from matplotlib import pyplot as plt  # plotting: only when a curve is drawn
 
   metrics_path = os.path.join(workdir, "metrics.jsonl")
   if not os.path.exists(metrics_path):

@@ -62,7 +62,7 @@ def evaluate_sets(predict: Callable[[dict], np.ndarray], eval_sets: Mapping, *,
   for eval_set in eval_sets.values():
     batches = eval_set.batches(batch_size, with_original_images=want_images)
     if progress:
-      from tqdm import tqdm
+      from tqdm import tqdm  # the optional progress bar: only when asked for
       batches = tqdm(batches, total=-(-len(eval_set) // batch_size), desc=f"eval {eval_set.name}",
                      unit="batch", leave=False)
     for batch in batches:

@@ -199,7 +199,7 @@ def evaluate_volumes(predict: Callable[[dict], np.ndarray], eval_set, *, batch_s
   names = class_names(dataset, num_classes)
   volumes: Iterable[dict] = eval_set.volumes()
   if progress:
-    from tqdm import tqdm
+    from tqdm import tqdm  # progress bar only
     volumes = tqdm(volumes, total=len(eval_set.reader.volume_files), desc=f"eval {eval_set.name}",
                    unit="volume", leave=False)
   rows = []
@@ -223,7 +223,7 @@ def evaluate_slices(predict: Callable[[dict], np.ndarray], eval_set, *, batch_si
   confusion = np.zeros((num_classes, num_classes), np.int64)  # [true, predicted]
   batches = eval_set.batches(batch_size)
   if progress:
-    from tqdm import tqdm
+    from tqdm import tqdm  # progress bar only
     batches = tqdm(batches, total=-(-len(eval_set) // batch_size), desc=f"eval {eval_set.name}",
                    unit="batch", leave=False)
   num_images = 0
@@ -321,7 +321,7 @@ def label_overlay(image: np.ndarray, labels: np.ndarray, alpha: float = 0.45) ->
 
 def write_volume_overlays(out_dir: str, predict, sets, *, batch_size: int, num_overlays: int):
   """`<volume>_slice<z>.png`: image | prediction | ground truth, for the middle slice of volumes."""
-  from PIL import Image
+  from PIL import Image  # only for saving the per-case PNGs
   os.makedirs(out_dir, exist_ok=True)
   written = 0
   for s in sets:

@@ -26,6 +26,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bsa_jax import config_lib
+from bsa_jax import models
+from bsa_jax.data import io
+from bsa_jax.data import preprocess
+from bsa_jax.data import registry
+from bsa_jax.eval.evaluate import git_commit
+from bsa_jax.tools import jaxpr_onnx
+from bsa_jax.workdir.load import load_config
+from bsa_jax.workdir.load import load_trained
+
+
 ONNX_FILE = "model.onnx"
 STABLEHLO_FILE = "model.jax_export"
 CARD_FILE = "model.json"
@@ -58,9 +69,15 @@ def refusal(config) -> str | None:
   return None
 
 
+def refuse_unexportable(workdir: str) -> None:
+  """Raises `ExportError` naming the reason if the run in `workdir` cannot be exported."""
+  reason = refusal(load_config(os.path.abspath(workdir)))
+  if reason:
+    raise ExportError(f"{workdir}: cannot export: {reason}")
+
+
 def probability_fn(trained):
   """image (B, S, S, 3) normalised float32 -> probabilities (B, S, S, K) with the run's weights."""
-  from bsa_jax import models
   model = models.build_model(trained.config)
   variables = trained.variables
   num_classes = int(trained.config.model.num_classes)
@@ -102,8 +119,7 @@ def write_stablehlo(fn, spec, path: str, platforms: Sequence[str]) -> dict:
 
 def write_onnx(fn, spec, path: str, doc: str) -> dict:
   """Converts fn to ONNX (bsa_jax/tools/jaxpr_onnx.py) and saves it; returns its model-card entry."""
-  import onnx
-  from bsa_jax.tools import jaxpr_onnx
+  import onnx  # onnx: only when exporting
   try:
     model = jaxpr_onnx.convert(fn, [spec], ["image"], ["probabilities"], model_name="bsa_jax",
                                doc=doc)
@@ -131,9 +147,6 @@ def _count_params(variables) -> int:
 
 def model_card(trained, workdir: str, artifacts: dict, threshold: float = 0.5) -> dict:
   """Everything a consumer of the artifacts needs, and where they came from."""
-  from bsa_jax import config_lib
-  from bsa_jax.data import preprocess
-  from bsa_jax.eval.evaluate import git_commit
   config, size = trained.config, trained.image_size
   num_classes = int(config.model.num_classes)
   norm = config.data.normalize
@@ -193,10 +206,7 @@ def export_run(workdir: str, out_dir: str, *, step: str = "best",
     threshold: the mask threshold recorded in the card (binary models).
     trained: an already loaded `Trained` of `workdir` (saves a reload).
   """
-  from bsa_jax.workdir.load import load_config, load_trained
-  reason = refusal(load_config(os.path.abspath(workdir)))
-  if reason:
-    raise ExportError(f"{workdir}: cannot export: {reason}")
+  refuse_unexportable(workdir)
   trained = trained or load_trained(workdir, step)
   os.makedirs(out_dir, exist_ok=True)
   fn, spec = probability_fn(trained), input_spec(trained.image_size)
@@ -217,9 +227,6 @@ def export_run(workdir: str, out_dir: str, *, step: str = "best",
 
 def default_check_images(config, count: int) -> list[str]:
   """The first `count` images (natural order) of the run's first test dataset under the data root."""
-  from bsa_jax import config_lib
-  from bsa_jax.data import io
-  from bsa_jax.data import registry
   root = config.data.root or config_lib.default_data_root()
   names = [n.split(":")[0] for n in tuple(config.data.test) + tuple(config.data.val)]
   for name in names:
@@ -233,14 +240,11 @@ def default_check_images(config, count: int) -> list[str]:
 
 def preprocess_images(paths: Sequence[str], size: int, normalize: str) -> np.ndarray:
   """float32 (N, size, size, 3): each file read, resized and normalised exactly as `predict` does."""
-  from bsa_jax.data import io
-  from bsa_jax.data import preprocess
   return np.stack([preprocess.normalize(preprocess.resize_image(io.load_image(p), size), normalize)
                    for p in paths])
 
 
 def _expand_paths(items: Sequence[str]) -> list[str]:
-  from bsa_jax.data import io
   paths = []
   for item in items:
     if os.path.isdir(item):
@@ -252,16 +256,19 @@ def _expand_paths(items: Sequence[str]) -> list[str]:
   return paths
 
 
-def run_onnx(path: str, batch: np.ndarray) -> np.ndarray:
-  import onnxruntime as ort
+def load_onnx(path: str):
+  """batch (N, S, S, 3) -> probabilities, through onnxruntime's CPU provider."""
+  import onnxruntime as ort  # onnxruntime: only for the --check parity run
   session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
-  return session.run(None, {"image": batch})[0]
+  return lambda batch: session.run(None, {"image": batch})[0]
 
 
-def run_stablehlo(path: str, batch: np.ndarray) -> np.ndarray:
+def load_stablehlo(path: str):
+  """batch (N, S, S, 3) -> probabilities, through `jax.export.deserialize(...).call` (jitted)."""
   with open(path, "rb") as f:
     exported = jax.export.deserialize(bytearray(f.read()))
-  return np.asarray(exported.call(batch))
+  call = jax.jit(exported.call)
+  return lambda batch: np.asarray(call(batch))
 
 
 def check_export(trained, out_dir: str, image_paths: Sequence[str], batch_size: int = 4) -> dict:
@@ -275,13 +282,13 @@ def check_export(trained, out_dir: str, image_paths: Sequence[str], batch_size: 
     raise ExportError(f"--check_images {list(image_paths)}: no image files.")
   batch = preprocess_images(paths, trained.image_size, trained.config.data.normalize)  # (N, S, S, 3)
   reference = np.asarray(jax.jit(probability_fn(trained))(batch))  # (N, S, S, K)
-  runners = {"stablehlo": (run_stablehlo, STABLEHLO_FILE), "onnx": (run_onnx, ONNX_FILE)}
+  loaders = {"stablehlo": (load_stablehlo, STABLEHLO_FILE), "onnx": (load_onnx, ONNX_FILE)}
   report = {"images": len(paths), "per_artifact": {}}
-  for name, (runner, file_name) in runners.items():
-    path = os.path.join(out_dir, file_name)
-    chunks = [runner(path, batch[i:i + batch_size]) for i in range(0, len(batch), batch_size)]
-    got = np.concatenate(chunks)
-    single = runner(path, batch[:1])  # batch of one through the same artifact
+  for name, (load, file_name) in loaders.items():
+    run_artifact = load(os.path.join(out_dir, file_name))
+    got = np.concatenate([run_artifact(batch[i:i + batch_size])
+                          for i in range(0, len(batch), batch_size)])
+    single = run_artifact(batch[:1])  # a batch of one through the same artifact
     diff = max(float(np.abs(got - reference).max()), float(np.abs(single - reference[:1]).max()))
     report["per_artifact"][name] = {
         "max_abs_diff": diff,
@@ -297,11 +304,7 @@ def run(workdir: str, out_dir: str, *, step: str = "best", check: bool = False,
         platforms: Sequence[str] = DEFAULT_PLATFORMS, threshold: float = 0.5) -> dict:
   """Exports the run and, with `check`, verifies both artifacts on real images; returns
   {"card": model card, "check": report or None}. The report is also stored in model.json."""
-  from bsa_jax.workdir.load import load_trained
-  from bsa_jax.workdir.load import load_config
-  reason = refusal(load_config(os.path.abspath(workdir)))
-  if reason:
-    raise ExportError(f"{workdir}: cannot export: {reason}")
+  refuse_unexportable(workdir)  # before the (slow) restore
   trained = load_trained(workdir, step)
   card = export_run(workdir, out_dir, step=step, platforms=platforms, threshold=threshold,
                     trained=trained)

@@ -531,7 +531,11 @@ def _gather(g: _Graph, eqn, ins):
 
 
 def _scatter(g: _Graph, eqn, ins):
-  """XLA scatter (replace) of whole slices as ScatterND, batching axes turned into index columns."""
+  """XLA scatter (replace) of whole slices as ScatterND, batching axes turned into index columns.
+
+  Indices must be in bounds: an out-of-bounds update, which XLA drops (FILL_OR_DROP), makes
+  onnxruntime fail instead of writing elsewhere. The ARM's indices come from top_k, so they are.
+  """
   p = eqn.params
   dn = p["dimension_numbers"]
   operand, index, updates = ins

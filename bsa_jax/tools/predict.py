@@ -9,11 +9,10 @@ import numpy as np
 from PIL import Image
 
 from bsa_jax import compile_cache
-from bsa_jax.data import enhance
-from bsa_jax.data import preprocess
 from bsa_jax.data.io import DEFAULT_MAX_PIXELS, DataError, load_image
 from bsa_jax.eval import overlays as viz
-from bsa_jax.eval.metrics import resize_prediction
+from bsa_jax.tools import video
+from bsa_jax.tools.segment import predict_probabilities
 from bsa_jax.workdir import load as inference
 
 
@@ -92,31 +91,6 @@ def skip_reasons(skipped: Sequence[tuple[str, str]]) -> dict[str, int]:
   return kinds
 
 
-def predict_probabilities(trained, images: Sequence[np.ndarray], tta: bool,
-                          with_maps: bool = False) -> tuple[list[np.ndarray], dict]:
-  """Foreground probability (H0, W0) per image at its original size, and the attention features."""
-  size, norm = trained.image_size, trained.config.data.normalize
-  batch = np.stack([preprocess.normalize(preprocess.resize_image(im, size), norm) for im in images])
-  enhance_options = enhance.options_from_config(trained.config.data)
-
-  def inputs(images_batch):  # DIN also takes the enhanced image, made exactly as in training
-    if enhance_options:
-      return enhance.add_enhanced({"image": images_batch}, normalize=norm, **enhance_options)
-    return {"image": images_batch}
-
-  maps = {}
-  if with_maps:
-    logits, maps = trained.predict_with_maps(inputs(batch))
-    logits = np.asarray(logits)[..., 0]  # (B, S, S)
-  else:
-    logits = trained.predict(inputs(batch))[..., 0]
-  if tta:
-    flipped = trained.predict(inputs(np.ascontiguousarray(batch[:, :, ::-1])))[..., 0][:, :, ::-1]
-    logits = (logits + flipped) / 2
-  probs = [1 / (1 + np.exp(-resize_prediction(l, im.shape[:2]))) for l, im in zip(logits, images)]
-  return probs, maps
-
-
 def write_outputs(out_dir: str, stem: str, image: np.ndarray, prob: np.ndarray,
                   threshold: float) -> tuple[str, str, float]:
   """Mask, probability map and overlay of one image; returns its index entry (stem, path, area).
@@ -143,7 +117,6 @@ def run(workdir: str, inputs: Sequence[str], output: str, *, step: str = "best",
   apply to them); their summaries are under "streams" and their frames count as predicted.
   """
   from tqdm import tqdm  # progress bar only; keeps the import of this module light
-  from bsa_jax.tools import video
   compile_cache.enable()  # a second prediction reads the compiled forward pass from disk
   trained = inference.load_trained(workdir, step)
   streams = [i for i in inputs if video.is_video(i) or (frames and os.path.isdir(i))]

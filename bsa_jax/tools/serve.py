@@ -29,6 +29,15 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from bsa_jax.tools import segment
+
+from bsa_jax.data import io as data_io
+from bsa_jax.data.io import DataError
+from bsa_jax.eval import overlays
+from bsa_jax.tools import video
+from bsa_jax.workdir.load import load_trained
+
+
 STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "serve_static")
 STATIC_FILES = {"/": ("index.html", "text/html; charset=utf-8"),
                 "/app.js": ("app.js", "text/javascript; charset=utf-8"),
@@ -74,7 +83,7 @@ def sniff(data: bytes) -> str:
     raise UploadError(f"the image is too large to decode safely ({e}).", 413) from None
   except (OSError, ValueError, SyntaxError):
     pass
-  import av
+  import av  # PyAV (FFmpeg): only for video files
   try:
     with av.open(io.BytesIO(data)) as container:
       if container.streams.video:
@@ -87,7 +96,6 @@ def sniff(data: bytes) -> str:
 
 def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
   """uint8 (H, W, 3) RGB of an uploaded image, refusing more than `max_pixels` before decoding."""
-  from bsa_jax.data import io as data_io
   try:
     with Image.open(io.BytesIO(data)) as header:
       width, height = header.size
@@ -107,7 +115,7 @@ def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
 
 def check_video(data: bytes, max_pixels: int, max_frames: int) -> None:
   """Refuses a video whose frame size or frame count is above the limits (from its header)."""
-  import av
+  import av  # PyAV (FFmpeg): only for video files
   try:
     with av.open(io.BytesIO(data)) as container:
       stream = container.streams.video[0]
@@ -128,9 +136,7 @@ def check_video(data: bytes, max_pixels: int, max_frames: int) -> None:
 
 def segment_image(trained, image: np.ndarray, threshold: float) -> dict[str, Any]:
   """Overlay, probability map and mask of one uint8 (H, W, 3) image, computed as `predict` does."""
-  from bsa_jax.eval import overlays
-  from bsa_jax.tools import predict as predict_lib
-  (prob,), _ = predict_lib.predict_probabilities(trained, [image], tta=False)  # (H, W) in [0, 1]
+  (prob,), _ = segment.predict_probabilities(trained, [image], tta=False)  # (H, W) in [0, 1]
   mask = ((prob >= threshold) * 255).astype(np.uint8)  # exactly predict's masks/<stem>.png
   return {
       "kind": "image", "width": int(image.shape[1]), "height": int(image.shape[0]),
@@ -154,8 +160,6 @@ def _limited_frames(frames, max_frames: int):
 def segment_video(trained, data: bytes, threshold: float, max_pixels: int, max_frames: int,
                   batch_size: int = 8) -> dict[str, Any]:
   """Overlay video (H.264 data URL), per-frame CSV and throughput of an uploaded short video."""
-  from bsa_jax.data.io import DataError
-  from bsa_jax.tools import video
   check_video(data, max_pixels, max_frames)
   with tempfile.TemporaryDirectory(prefix="bsa_serve_") as work:  # server-chosen, deleted after
     source = os.path.join(work, "upload.bin")
@@ -185,7 +189,7 @@ def segment_video(trained, data: bytes, threshold: float, max_pixels: int, max_f
 
 def model_card(trained, workdir: str, threshold: float) -> dict[str, Any]:
   """Model, checkpoint, provenance and test metrics of the served run (from results/)."""
-  import jax
+  import jax  # jax only for this check, not to import the module
   config = trained.config
   path = os.path.join(workdir, "results", "test_metrics.json")
   results = {}
@@ -226,10 +230,10 @@ def create_app(trained, workdir: str, *, threshold: float = 0.5,
                max_pixels: int = DEFAULT_MAX_PIXELS,
                max_video_frames: int = DEFAULT_MAX_VIDEO_FRAMES):
   """The Starlette app serving `trained` (a loaded run of `workdir`)."""
-  from starlette.applications import Starlette
-  from starlette.concurrency import run_in_threadpool
-  from starlette.responses import JSONResponse, Response
-  from starlette.routing import Route
+  from starlette.applications import Starlette  # web framework: only when the page is served
+  from starlette.concurrency import run_in_threadpool  # web framework: only when the page is served
+  from starlette.responses import JSONResponse, Response  # web framework: only when the page is served
+  from starlette.routing import Route  # web framework: only when the page is served
 
   assets = {}
   for route, (name, mime) in STATIC_FILES.items():
@@ -270,8 +274,7 @@ def create_app(trained, workdir: str, *, threshold: float = 0.5,
 
 def warm_up(trained) -> None:
   """Compiles the one-image predictor before the first visitor waits for it."""
-  from bsa_jax.tools import predict as predict_lib
-  predict_lib.predict_probabilities(trained, [np.zeros((32, 32, 3), np.uint8)], tta=False)
+  segment.predict_probabilities(trained, [np.zeros((32, 32, 3), np.uint8)], tta=False)
 
 
 def is_loopback(host: str) -> bool:
@@ -283,9 +286,8 @@ def serve(workdir: str, *, host: str = "127.0.0.1", port: int = 8000, step: str 
           max_pixels: int = DEFAULT_MAX_PIXELS,
           max_video_frames: int = DEFAULT_MAX_VIDEO_FRAMES) -> None:
   """Loads the run, builds the app and serves it with uvicorn until interrupted."""
-  import uvicorn
-  from absl import logging
-  from bsa_jax.workdir.load import load_trained
+  import uvicorn  # ASGI server: only when the page is served
+  from absl import logging  # only when the page is served
   trained = load_trained(workdir, step)
   app = create_app(trained, workdir, threshold=threshold,
                    max_upload_bytes=int(max_upload_mb * 2**20), max_pixels=max_pixels,

@@ -26,6 +26,15 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 from PIL import Image
 
+from bsa_jax.tools import segment
+from bsa_jax.data import io
+from bsa_jax.data import registry
+from bsa_jax.data.io import DataError
+from bsa_jax.data.io import load_image
+from bsa_jax.eval import overlays
+from bsa_jax.workdir.load import load_trained
+
+
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".m4v")
 DEFAULT_FPS = 25.0  # frame rate of the overlay video made from a folder of frames
 
@@ -37,8 +46,6 @@ def is_video(path: str) -> bool:
 
 def list_frames(folder: str) -> list[str]:
   """Image files of `folder` in natural order (`frame_2` before `frame_10`), not recursive."""
-  from bsa_jax.data import io
-  from bsa_jax.data import registry
   if not os.path.isdir(folder):
     raise FileNotFoundError(f"{folder}: not a folder of frames.")
   names = sorted((n for n in os.listdir(folder) if io.is_image_file(n)), key=registry.natural_key)
@@ -56,8 +63,7 @@ def video_fps(path: str) -> float:
 
 
 def _open_video(path: str):
-  import av
-  from bsa_jax.data.io import DataError
+  import av  # PyAV (FFmpeg): only for video files
   try:
     container = av.open(path)
   except (av.error.FFmpegError, OSError) as e:
@@ -75,8 +81,7 @@ def read_video(path: str) -> Iterator[tuple[str, float, np.ndarray]]:
   A stream that breaks off mid-way (a truncated file) ends with a `DataError` naming the file and
   the last good frame; the frames before it have been yielded.
   """
-  import av
-  from bsa_jax.data.io import DataError
+  import av  # PyAV (FFmpeg): only for video files
   with _open_video(path) as container:
     stream = container.streams.video[0]
     stream.thread_type = "AUTO"
@@ -93,7 +98,6 @@ def read_video(path: str) -> Iterator[tuple[str, float, np.ndarray]]:
 def read_frames(paths: Sequence[str], fps: float, skipped: list[tuple[str, str]]
                 ) -> Iterator[tuple[str, float, np.ndarray]]:
   """Yields (file stem, time in s at `fps`, uint8 (H, W, 3)); unreadable files go to `skipped`."""
-  from bsa_jax.data.io import DataError, load_image
   for index, path in enumerate(paths):
     try:
       image = load_image(path)
@@ -107,8 +111,8 @@ class VideoWriter:
   """Writes uint8 (H, W, 3) RGB frames to an H.264 mp4 as they come (odd sizes padded by one pixel)."""
 
   def __init__(self, path: str, fps: float):
-    import av
-    from fractions import Fraction
+    import av  # PyAV (FFmpeg): only for video files
+    from fractions import Fraction  # only for the video time base
     self.path = path
     self._container = av.open(path, mode="w")
     self._stream = self._container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
@@ -117,7 +121,7 @@ class VideoWriter:
     self._size = None
 
   def write(self, frame: np.ndarray) -> None:
-    import av
+    import av  # PyAV (FFmpeg): only for video files
     h, w = frame.shape[:2]
     even = (h + h % 2, w + w % 2)
     if self._size is None:
@@ -175,8 +179,6 @@ def segment_stream(trained, frames: Iterable[tuple[str, float, np.ndarray]], out
     write_masks: also write each binary mask as `<name>_masks/<label>.png`.
     tta: average with the horizontally flipped prediction, as `predict --tta`.
   """
-  from bsa_jax.eval import overlays
-  from bsa_jax.tools import predict as predict_lib
   if not 0.0 <= ema < 1.0:
     raise ValueError(f"--ema={ema}: the weight of the past must be in [0, 1) (0 disables smoothing).")
   os.makedirs(out_dir, exist_ok=True)
@@ -195,7 +197,7 @@ def segment_stream(trained, frames: Iterable[tuple[str, float, np.ndarray]], out
     try:
       for batch in _batches(frames, batch_size):
         tick = time.perf_counter()
-        probs, _ = predict_lib.predict_probabilities(trained, [f[2] for f in batch], tta)
+        probs, _ = segment.predict_probabilities(trained, [f[2] for f in batch], tta)
         elapsed = time.perf_counter() - tick
         if first_batch_seconds is None:
           first_batch_seconds = elapsed  # includes compilation: kept out of the model's frames/s
@@ -237,7 +239,6 @@ def run(workdir: str, inputs: Sequence[str], output: str, *, step: str = "best",
   Unreadable frames of a folder are skipped and listed; a corrupt video stops at its last good frame
   with an error naming it.
   """
-  from bsa_jax.workdir.load import load_trained
   trained = trained or load_trained(workdir, step)
   results, skipped = {}, []
   for item in inputs:

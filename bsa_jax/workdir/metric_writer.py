@@ -23,7 +23,7 @@ class MetricWriter:
     if torn:  # a kill mid-write left half a line; the resumed run starts on a fresh one
       self._jsonl.write("\n")
     try:
-      from tensorboardX import SummaryWriter
+      from tensorboardX import SummaryWriter  # TensorBoard writer: only on process 0 when enabled
       self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
     except ImportError:  # TensorBoard is optional; the JSONL file is the record.
       self._tb = None

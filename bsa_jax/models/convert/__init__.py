@@ -118,7 +118,7 @@ def save_converted(out_dir: str, converted: Converted, *, source: Mapping[str, A
 
   `source` is recorded as-is (e.g. {'timm_model': name, 'checkpoint': path}).
   """
-  import orbax.checkpoint as ocp
+  import orbax.checkpoint as ocp  # orbax: only when converted weights are saved or read
   out_dir = os.path.abspath(out_dir)
   os.makedirs(out_dir, exist_ok=True)
   tree = {k: v for k, v in converted.variables.items() if v}  # orbax rejects empty collections
@@ -141,7 +141,7 @@ def load_converted(path: str) -> dict[str, dict]:
 
   `batch_stats` is {} for models without BatchNorm.
   """
-  import orbax.checkpoint as ocp
+  import orbax.checkpoint as ocp  # orbax: only when converted weights are saved or read
   path = os.path.abspath(path)
   meta = read_metadata(path)
   with ocp.StandardCheckpointer() as checkpointer:

@@ -12,7 +12,7 @@ from bsa_jax.models.convert import Converted
 
 def randomize_(model, seed: int = 0):
   """In place: random norm affines, BatchNorm running stats and relative-position tables."""
-  import torch
+  import torch  # torch is a test/conversion dependency, not a runtime one
   generator = torch.Generator().manual_seed(seed)
 
   def fill(tensor, low, high):
@@ -37,7 +37,7 @@ def timm_features(model, image: np.ndarray, *, float64: bool = False) -> dict[st
 
   With `float64` the model is converted to double in place.
   """
-  import torch
+  import torch  # torch is a test/conversion dependency, not a runtime one
   model.eval()
   if float64:
     model.double()
@@ -56,8 +56,8 @@ def timm_features(model, image: np.ndarray, *, float64: bool = False) -> dict[st
 def flax_features(converted: Converted, image: np.ndarray, *,
                   float64: bool = False) -> dict[str, np.ndarray]:
   """Our port's features (eval mode, jitted) for the same NHWC image, in float32 or float64."""
-  import jax
-  import jax.numpy as jnp
+  import jax  # jax only for this check, not to import the module
+  import jax.numpy as jnp  # jax only for this check, not to import the module
   dtype = np.float64 if float64 else np.float32
   with jax.enable_x64(float64):
     model = converted.model(dtype=jnp.dtype(dtype))

@@ -38,7 +38,7 @@ function showCard(card) {
     ["threshold", String(card.threshold)],
     ["training commit", provenance.commit || "unknown"],
     ["config hash", provenance.config_hash || "unknown"],
-    ["datasets (sha256)", provenance.datasets_sha256 || "unknown"],
+    ["datasets (sha256)", (provenance.datasets_sha256 || "unknown").split(";").join("\n")],
   ]));
   const metrics = card.test_metrics || {};
   const names = ["mDSC", "mIoU", "S_alpha", "F_beta_w", "E_phi_max", "MAE"];
