@@ -2,6 +2,8 @@
 every registry model converts or is refused, and `python -m bsa_jax.export --check` passes on a
 trained run with real images; the ONNX example runs where JAX cannot be imported."""
 
+import contextlib
+import io
 import json
 import os
 import subprocess
@@ -20,6 +22,7 @@ from bsa_jax.models import rendering
 from bsa_jax.tools import export
 from bsa_jax.tools import jaxpr_onnx
 from tests.conftest import data_dir
+from tests.conftest import run_in_process
 from tests.test_attention import numpy_init
 
 REPO = config_lib.REPO_ROOT
@@ -192,7 +195,8 @@ def tiny_bsanet_run(tmp_path_factory, synthetic_root) -> str:
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory, synthetic_root):
-  """The tiny BSA-Net run exported by the command with --check on real Kvasir images."""
+  """The tiny BSA-Net run exported by the command (run in this process) with --check on real
+  Kvasir images; returns (workdir, out, CompletedProcess-like result, check images)."""
   images = data_dir("kvasir_seg", "images")
   workdir = tiny_bsanet_run(tmp_path_factory, synthetic_root)
   check_dir = tmp_path_factory.mktemp("check")
@@ -200,10 +204,13 @@ def exported(tmp_path_factory, synthetic_root):
   for n in names:
     os.symlink(os.path.join(images, n), check_dir / n)
   out = str(tmp_path_factory.mktemp("exported"))
-  proc = subprocess.run([sys.executable, "-m", "bsa_jax.export", "--workdir", workdir, "--out", out,
-                         "--check", "--check_images", str(check_dir), "--platforms", "cpu,cuda"],
-                        cwd=REPO, capture_output=True, text=True, timeout=900)
-  return workdir, out, proc, [str(check_dir / n) for n in names]
+  printed, errors = io.StringIO(), io.StringIO()
+  with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(errors):
+    status = run_in_process("bsa_jax.export", "--workdir", workdir, "--out", out, "--check",
+                            "--check_images", str(check_dir), "--platforms", "cpu,cuda")
+  result = subprocess.CompletedProcess(["bsa_jax.export"], status, printed.getvalue(),
+                                       errors.getvalue())
+  return workdir, out, result, [str(check_dir / n) for n in names]
 
 
 def test_export_command_checks_both_artifacts_on_real_images(exported):

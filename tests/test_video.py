@@ -97,14 +97,15 @@ def test_video_writer_round_trip_keeps_count_and_pads_odd_sizes(tmp_path):
 # ----------------------------------------------------------------------------------------------------
 # Streams end to end.
 
-def test_a_video_of_real_kvasir_frames_is_segmented_as_a_stream(workdir, kvasir_frames, tmp_path):
+def test_a_video_of_real_kvasir_frames_is_segmented_as_a_stream(workdir, kvasir_frames, tmp_path,
+                                                                run_command):
+  """`python -m bsa_jax.predict --input colonoscopy.mp4` (300 frames), run in this process."""
   source = write_video(str(tmp_path / "colonoscopy.mp4"), kvasir_frames, 300)
   out = tmp_path / "out"
-  proc = subprocess.run([sys.executable, "-m", "bsa_jax.predict", "--workdir", workdir, "--input",
-                         source, "--output", str(out), "--batch_size", "16"],
-                        cwd=REPO, capture_output=True, text=True, timeout=900)
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  assert "300 image(s)" in proc.stdout
+  status, stdout, stderr = run_command("bsa_jax.predict", "--workdir", workdir, "--input", source,
+                                       "--output", str(out), "--batch_size", "16")
+  assert status == 0, stderr[-3000:]
+  assert "300 image(s)" in stdout
   summary = json.load(open(out / "colonoscopy_summary.json"))
   assert summary["frames"] == 300 and summary["frames_per_second"] > 0
   rows = list(csv.DictReader(open(out / "colonoscopy_frames.csv")))

@@ -147,7 +147,8 @@ def coverage_note(cov: dict | None) -> str:
     return ""
   parts = []
   if cov["absent"] or len(cov["partial"]) > 1 or cov["listed"] is None:  # say which member
-    parts += [f"{name}: {found} of the split's {listed} on disk" for name, found, listed in cov["partial"]]
+    parts += [f"{name}: {found} of the split's {listed} on disk"
+              for name, found, listed in cov["partial"]]
   elif cov["present"] < cov["listed"]:
     parts.append(f"{cov['present']} of the split's {cov['listed']} on disk")
   if cov["absent"]:
@@ -194,7 +195,8 @@ def write_results(workdir: str, results: dict[str, dict[str, float]], *, config,
   summary_path = os.path.join(out_dir, "test_metrics.md")
   not_run = sources.skipped_entries(config.data, "test")
   with open(summary_path, "w") as f:
-    f.write("".join(line + "\n" for line in tables.init_line(prov)) + summary_table(results, config.eval.kind) + "\n\n"
+    f.write("".join(line + "\n" for line in tables.init_line(prov))
+            + summary_table(results, config.eval.kind) + "\n\n"
             + "".join(f"Not run: {k}: {v}\n\n" for k, v in not_run.items())
             + "; ".join(f"{k}: {v}" for k, v in prov.items()) + "\n")
   paths = [path, summary_path]
