@@ -108,8 +108,11 @@ def test_predict_on_a_users_folder(trained_workdir, tmp_path, synthetic_root):
   out = tmp_path / "out"
   result = predict.run(workdir, [str(inputs)], str(out), tta=True, batch_size=2)
   assert result["predicted"] == 4
-  assert [os.path.basename(p) for p, _ in result["skipped"]] == ["broken.jpg"]
-  assert "broken.jpg" in result["skipped"][0][1]
+  # Every file is tried: the truncated JPEG and the text file are both listed, with their reasons.
+  skipped = {os.path.basename(p): reason for p, reason in result["skipped"]}
+  assert sorted(skipped) == ["broken.jpg", "notes.txt"]
+  assert "broken.jpg" in skipped["broken.jpg"]
+  assert result["skip_reasons"] == {"unreadable": 1, "not an image": 1}
   for stem in [os.path.splitext(n)[0] for n in names] + ["odd_size"]:
     src = next(p for p in inputs.iterdir() if p.stem == stem)
     mask = np.asarray(Image.open(out / "masks" / f"{stem}.png"))
