@@ -28,6 +28,15 @@ _BATCH = flags.DEFINE_integer("batch_size", 8, "Images per forward pass.")
 _THRESHOLD = flags.DEFINE_float("threshold", 0.5, "Probability threshold for the binary mask.")
 _ATTENTION = flags.DEFINE_bool(
     "attention", False, "Also write heat maps of the attention modules' outputs (ISAM, FSAM energy).")
+_FRAMES = flags.DEFINE_bool(
+    "frames", False, "Treat each --input folder as the frames of one video (natural order): overlay "
+    "video, per-frame CSV, frames/s.")
+_EMA = flags.DEFINE_float("ema", 0.0, "Videos/frame folders: weight of the past in an exponential "
+                          "moving average of the probabilities; 0 = off.")
+_WRITE_MASKS = flags.DEFINE_bool("write_masks", False,
+                                 "Videos/frame folders: also write each frame's binary mask.")
+_FPS = flags.DEFINE_float("fps", None, "Frame rate of a frame folder's overlay video (default 25; a "
+                          "video keeps its own).")
 _MAX_PIXELS = flags.DEFINE_integer(
     "max_pixels", 100_000_000, "Images above this many pixels are skipped, naming the file "
     "(<= 0: only PIL's decompression-bomb limit).")
@@ -40,7 +49,9 @@ def main(argv) -> int:
   result = predict.run(_WORKDIR.value, inputs, _OUTPUT.value, step=_STEP.value,
                        tta=_TTA.value, batch_size=_BATCH.value, threshold=_THRESHOLD.value,
                        attention=_ATTENTION.value,
-                       max_pixels=_MAX_PIXELS.value if _MAX_PIXELS.value > 0 else None)
+                       max_pixels=_MAX_PIXELS.value if _MAX_PIXELS.value > 0 else None,
+                       frames=_FRAMES.value, ema=_EMA.value, write_masks=_WRITE_MASKS.value,
+                       fps=_FPS.value)
   for path, reason in result["skipped"]:
     print(f"skipped {path}: {reason}", file=sys.stderr)
   reasons = ", ".join(f"{n} {kind}" for kind, n in sorted(result["skip_reasons"].items()))
