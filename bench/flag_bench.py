@@ -52,11 +52,21 @@ def capturing(tx: optax.GradientTransformation) -> optax.GradientTransformation:
   return optax.GradientTransformation(init, update)
 
 
+def hlo_fingerprint(text: str) -> str:
+  """12 hex digits of the optimised HLO's instructions without their names, metadata and order
+  (instruction and computation names are not the same from one compile to the next)."""
+  lines = []
+  for line in text.splitlines():
+    line = re.sub(r", metadata=\{[^}]*\}", "", line)
+    lines.append(re.sub(r"%[\w.\-]+", "%", line).strip())
+  return hashlib.sha256("\n".join(sorted(lines)).encode()).hexdigest()[:12]
+
+
 def hlo_summary(compiled) -> dict:
   """A fingerprint of the optimised HLO and the count of each library fusion kind in it."""
   text = compiled.as_text() or ""
   kinds = {k: len(re.findall(rf'"kind":"{k}"', text)) for k in LIBRARY_FUSIONS}
-  return {"hlo_sha": hashlib.sha256(text.encode()).hexdigest()[:12], "fusions": kinds}
+  return {"hlo_sha": hlo_fingerprint(text), "fusions": kinds}
 
 
 def train_case(spec: dict, arrays: dict) -> dict:

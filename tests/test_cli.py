@@ -57,6 +57,9 @@ def _one_line_error(command: str, err: str) -> str:
 def test_help_exits_0_and_shows_how_to_run_the_command(command, run_command):
   if command == "bsa_jax.data.tfds_builders":
     pytest.importorskip("tensorflow_datasets")
+    # The library registers its builders by name; running the command in the same process must not
+    # register them a second time (CI failed on this when another test had imported the library).
+    import bsa_jax.data.tfds_builders  # noqa: F401
   code, out, err = run_command(command, "--help")
   assert code == 0, err
   assert _usage(command) in out  # the usage lines, never `check.py` or `workdir.py`

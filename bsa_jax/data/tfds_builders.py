@@ -160,8 +160,14 @@ class _SegBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
 
 def _make_builder_class(dataset: str):
+  """One tfds builder class per dataset, registered under its name (`tfds.builder("kvasir_seg")`).
+
+  Run as `python -m` (module `__main__`), the classes are not registered: the command builds by class,
+  and the library module may already have registered the same names in this process.
+  """
   cls_name = "".join(p.capitalize() for p in dataset.split("_"))
-  return type(cls_name, (_SegBuilder,), {"name": dataset, "DATASET": dataset, "__module__": __name__})
+  namespace = {"name": dataset, "DATASET": dataset, "__module__": __name__}
+  return type(_SegBuilder)(cls_name, (_SegBuilder,), namespace, skip_registration=__name__ == "__main__")
 
 
 BUILDERS = {name: _make_builder_class(name) for name in SOURCES}
