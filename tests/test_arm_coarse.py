@@ -9,6 +9,7 @@ from bsa_jax import models
 from bsa_jax import train
 from bsa_jax.eval import evaluate
 from bsa_jax.eval import metrics
+from tests.test_attention import fast_jit
 
 
 def _blobs(n, seed=0, shape=(37, 45)):
@@ -62,15 +63,15 @@ def test_evaluate_sets_scores_the_coarse_prediction_beside_the_refined_one():
 def test_predict_step_returns_the_coarse_logits_upsampled_as_arm_none_would(arm):
   model = models.get_model("bsanet", variant="tiny", arm=arm)
   image = np.asarray(jax.random.normal(jax.random.key(0), (2, 64, 64, 3)))
-  variables = jax.jit(lambda: model.init({"params": jax.random.key(1), "points": jax.random.key(2),
+  variables = fast_jit(lambda: model.init({"params": jax.random.key(1), "points": jax.random.key(2),
                                           "dropout": jax.random.key(3)}, image, train=False))()
   state = {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
-  predict = jax.jit(lambda s, x: train.predict_step(s, {"image": x}, model=model, with_coarse=True))
+  predict = fast_jit(lambda s, x: train.predict_step(s, {"image": x}, model=model, with_coarse=True))
   out = jax.device_get(predict(state, image))
   assert set(out) == {"logits", "coarse"} and out["coarse"].shape == out["logits"].shape == (2, 64, 64, 1)
   if arm == "none":  # no ARM: the refined prediction is the coarse one
     np.testing.assert_array_equal(out["coarse"], out["logits"])
   else:
     assert not np.array_equal(out["coarse"], out["logits"])
-  plain = jax.jit(lambda s, x: train.predict_step(s, {"image": x}, model=model))(state, image)
+  plain = fast_jit(lambda s, x: train.predict_step(s, {"image": x}, model=model))(state, image)
   np.testing.assert_array_equal(np.asarray(plain), out["logits"])

@@ -42,6 +42,7 @@ def _positive(value, what):
   assert isinstance(value, (int, float)) and math.isfinite(value) and value > 0, f"{what}={value!r}"
 
 
+@pytest.mark.slow  # the whole harness end to end: ~5 min of XLA compiles per plan
 def test_json_has_every_section_and_no_worker_failed(quick):
   results, _, _ = quick
   assert list(results["sections"]) == list(plan_lib.SECTIONS)
@@ -52,6 +53,7 @@ def test_json_has_every_section_and_no_worker_failed(quick):
   assert results["goals"], "every run reports its goals"
 
 
+@pytest.mark.slow  # the whole harness end to end: ~5 min of XLA compiles per plan
 def test_throughput_flops_and_scaling_numbers_are_finite_and_positive(quick):
   s = quick[0]["sections"]
   for row in s["throughput"]["rows"]:
@@ -69,6 +71,7 @@ def test_throughput_flops_and_scaling_numbers_are_finite_and_positive(quick):
     _positive(cell["train_step_s"], f"scaling {cell['size']}x{cell['batch']}")
 
 
+@pytest.mark.slow  # the whole harness end to end: ~5 min of XLA compiles per plan
 def test_torch_ratios_or_a_reason(quick):
   t = quick[0]["sections"]["torch"]
   if t["status"].startswith("unavailable"):  # the section says why instead of crashing
@@ -81,6 +84,7 @@ def test_torch_ratios_or_a_reason(quick):
     assert r["ours_params"] == r["torch_params"], "the twin has our parameter count"
 
 
+@pytest.mark.slow  # the whole harness end to end: ~5 min of XLA compiles per plan
 def test_metrics_equal_pysodmetrics(quick):
   data_dir("kvasir_seg")  # the only acceptable reason not to compare: the real masks are absent
   data_dir("cvc_colondb_subset")
@@ -93,6 +97,7 @@ def test_metrics_equal_pysodmetrics(quick):
     _positive(r["speedup"], f"{name} speedup")
 
 
+@pytest.mark.slow  # the whole harness end to end: ~5 min of XLA compiles per plan
 def test_pipeline_reports_each_worker_count(quick):
   data_dir("kvasir_seg")  # the pipeline decodes the real Kvasir training images
   p = quick[0]["sections"]["pipeline"]
@@ -103,6 +108,7 @@ def test_pipeline_reports_each_worker_count(quick):
     _positive(r["ratio"], "pipeline ratio")
 
 
+@pytest.mark.slow  # the whole harness end to end: ~5 min of XLA compiles per plan
 def test_one_and_eight_devices_agree(quick):
   d = quick[0]["sections"]["scaling"]["devices"]
   assert [(r["device_count"], r["batch_order"]) for r in d["rows"]] == [
@@ -133,6 +139,7 @@ def test_device_comparison_is_judged_against_reordering_noise():
   assert not d["equal"] and d["rows"][2]["error"] == "not run"
 
 
+@pytest.mark.slow  # the whole harness end to end: ~5 min of XLA compiles per plan
 def test_markdown_is_printed_and_written(quick):
   _, markdown, stdout = quick
   assert report.TABLE_HEADER in markdown and "## Goals" in markdown
@@ -141,6 +148,7 @@ def test_markdown_is_printed_and_written(quick):
   assert markdown.strip() in stdout
 
 
+@pytest.mark.slow  # the whole harness end to end: ~5 min of XLA compiles per plan
 def test_report_only_rebuilds_the_same_document(quick, tmp_path):
   results, markdown, _ = quick
   saved = tmp_path / "results.json"
@@ -196,6 +204,7 @@ def test_worker_reports_errors_instead_of_crashing():
   assert os.path.isdir(common.REPO_ROOT)
 
 
+@pytest.mark.slow  # the whole harness end to end: ~5 min of XLA compiles per plan
 def test_warm_start_is_served_from_the_compilation_cache(quick):
   s = quick[0]["sections"]["startup"]
   assert "error" not in s, s
@@ -225,6 +234,7 @@ def gpu_quick(tmp_path_factory):
     return json.load(f)
 
 
+@pytest.mark.slow  # the whole harness end to end: ~5 min of XLA compiles per plan
 def test_gpu_plan_reports_utilisation_per_device_count(gpu_quick):
   assert gpu_quick["meta"]["plan"]["name"] == "gpu_quick"
   rows = gpu_quick["sections"]["mfu"]["rows"]
@@ -243,6 +253,7 @@ def test_gpu_plan_reports_utilisation_per_device_count(gpu_quick):
   assert len(gpu_quick["sections"]["throughput"]["rows"]) == 2
 
 
+@pytest.mark.slow  # the whole harness end to end: ~5 min of XLA compiles per plan
 def test_flag_study_compares_each_set_with_the_defaults(gpu_quick):
   rows = gpu_quick["sections"]["flags"]["rows"]
   assert [r["flags"] for r in rows] == ["(defaults)", "--xla_cpu_experimental_ynn_fusion_type="]
@@ -289,3 +300,25 @@ def test_worker_xla_flags_and_visible_gpus(monkeypatch):
   assert os.environ["CUDA_VISIBLE_DEVICES"] == "3,5" and os.environ["HIP_VISIBLE_DEVICES"] == "0,1"
   worker.limit_accelerators(plan_lib.ALL_DEVICES)
   assert os.environ["CUDA_VISIBLE_DEVICES"] == "3,5"
+
+
+def test_profile_attributes_instructions_to_what_and_where():
+  """bench/profile_step.py: HLO instructions → category, and op_name → module and direction."""
+  import jax
+  import jax.numpy as jnp
+  from bench import profile_step
+
+  def f(x, w):
+    y = jax.lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return jnp.tanh(y).sum()
+
+  x, w = jnp.ones((2, 8, 8, 4)), jnp.ones((3, 3, 4, 4))
+  hlo = profile_step.parse_hlo(jax.jit(jax.grad(f, argnums=1)).lower(x, w).compile().as_text())
+  computations = hlo.pop("__computations__")
+  kinds = {profile_step.category(info, computations) for info in hlo.values()}
+  assert "convolution" in kinds and "unknown" not in kinds, kinds
+  assert profile_step.source("jit(train_step)/transpose(jvp(Model))/isam/blocks_3/attn/dot_general") == (
+      "isam/blocks_3", "bwd")
+  assert profile_step.source("jit(train_step)/jvp(Model)/decoder/up1/jit(_resize)") == ("decoder/up1", "fwd")
+  assert profile_step.source("jit(train_step)/jvp()/reduce_window_sum") == ("(loss)", "fwd")
+  assert profile_step.source("jit(train_step)/add") == ("(optimizer, glue)", "fwd")

@@ -63,6 +63,7 @@ def _saved(workdir, model):
     return json.load(f)
 
 
+@pytest.mark.slow  # six launch.py runs (~40 s)
 def test_every_row_holds_its_runs_own_numbers(compared):
   workdir, *_ = compared
   with open(os.path.join(workdir, "comparison.json")) as f:
@@ -86,6 +87,7 @@ def test_every_row_holds_its_runs_own_numbers(compared):
     assert float(csv_row["train_seconds"]) > 0
 
 
+@pytest.mark.slow  # six launch.py runs (~40 s)
 def test_every_row_carries_its_runs_provenance(compared):
   workdir, *_ = compared
   with open(os.path.join(workdir, "comparison.json")) as f:
@@ -107,6 +109,7 @@ def test_every_row_carries_its_runs_provenance(compared):
     assert "synthetic_polyps:" + prov["datasets_sha256"].split(":")[1][:8] in footnote
 
 
+@pytest.mark.slow  # six launch.py runs (~40 s)
 def test_a_rerun_only_rereads_finished_runs(compared):
   _, before, after, rerun_seconds = compared
   assert before == after  # no checkpoint, result or log file was touched

@@ -216,6 +216,7 @@ def exported(tmp_path_factory, synthetic_root):
   return workdir, out, result, [str(check_dir / n) for n in names]
 
 
+@pytest.mark.slow  # the whole command with --check (~45 s; the parity tests above run by default)
 def test_export_command_checks_both_artifacts_on_real_images(exported):
   workdir, out, proc, images = exported
   assert proc.returncode == 0, proc.stderr[-3000:]
@@ -233,6 +234,7 @@ def test_export_command_checks_both_artifacts_on_real_images(exported):
     assert len(entry["sha256"]) == 64 and os.path.getsize(os.path.join(out, entry["file"])) > 0
 
 
+@pytest.mark.slow  # uses the exported run of the command test above
 def test_onnx_example_runs_without_jax_and_matches_predict(exported, tmp_path):
   """docs/onnx_example.py in a subprocess where importing jax, flax or bsa_jax fails."""
   workdir, out, proc, images = exported

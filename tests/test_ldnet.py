@@ -255,6 +255,7 @@ def _lca_query_key_columns(grads):
   return out
 
 
+@pytest.mark.slow  # LDNet's train step compiles for ~30 s
 def test_training_on_kvasir_reaches_every_parameter_and_lowers_the_loss():
   """Jitted Adam steps of configs/kvasir_ldnet.py:small's model with `ldnet.loss` on one real batch.
 

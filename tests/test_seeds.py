@@ -22,6 +22,7 @@ def test_aggregate_is_mean_and_sample_std():
   assert stats["a:test"]["MAE"]["n"] == 3 and "num_images" not in stats["a:test"]
 
 
+@pytest.mark.slow  # two full launch.py runs (~1 min)
 def test_launch_with_two_seeds_writes_a_summary(tmp_path, synthetic_root):
   workdir = tmp_path / "seeds"
   cmd = [sys.executable, "launch.py", f"--workdir={workdir}", "--seeds=0,1",

@@ -111,6 +111,7 @@ def _records_by_step(workdir, prefix):
   return {r["step"]: r for r in records}
 
 
+@pytest.mark.slow  # three launch.py processes (~1.5 min)
 def test_two_processes_match_one_process(tmp_path, synthetic_root):
   # Validation after every step, 10 images in eval batches of 4: each process feeds real rows of
   # every batch, and the last batch is half padding (on process 1).

@@ -120,6 +120,24 @@ def test_structure_loss_matches_torch_reference():
   assert ours == pytest.approx(ref, rel=1e-5)
 
 
+
+def test_edge_weight_equals_torch_avg_pool_and_the_square_window_exactly():
+  """The separable box sum (a speed-up, bench/NOTES.md) gives the k×k average of a 0/1 mask bit for bit."""
+  rng = np.random.default_rng(2)
+  mask = (rng.uniform(size=(2, 70, 45, 1)) > 0.6).astype(np.float32)
+  ours = np.asarray(jax.jit(losses_binary.edge_weight)(jnp.asarray(mask)))
+
+  @jax.jit
+  def square_window(m):  # the k×k form it replaced
+    sums = jax.lax.reduce_window(m, 0.0, jax.lax.add, (1, 31, 31, 1), (1, 1, 1, 1),
+                                 ((0, 0), (15, 15), (15, 15), (0, 0)))
+    return 1.0 + 5.0 * jnp.abs(sums / 961 - m)
+
+  np.testing.assert_array_equal(ours, np.asarray(square_window(jnp.asarray(mask))))
+  t = torch.from_numpy(mask.transpose(0, 3, 1, 2))
+  want = (1 + 5 * torch.abs(F.avg_pool2d(t, kernel_size=31, stride=1, padding=15) - t)).numpy()
+  np.testing.assert_allclose(ours, want.transpose(0, 2, 3, 1), rtol=0, atol=1e-6)
+
 def test_point_loss_uses_the_mask_at_the_sampled_points():
   mask = np.zeros((1, 8, 8, 1), np.float32)
   mask[0, 2, 5] = 1.0
@@ -150,6 +168,7 @@ def test_optimizer_from_config_equals_hand_built_chain():
   assert float(schedule(5)) == pytest.approx(float(ref_schedule(5)))
 
 
+@pytest.mark.slow  # a second full compile of the train step (~20 s)
 def test_bfloat16_compute_keeps_float32_params_and_learns():
   config = _tiny_config()
   config.train.compute_dtype = "bfloat16"

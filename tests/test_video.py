@@ -188,6 +188,7 @@ def stream_peak_rss(workdir: str, warm_up: str, source: str, out: str) -> dict:
   return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow  # two child processes measuring their peak RSS (~25 s)
 def test_peak_memory_does_not_grow_with_the_number_of_frames(workdir, kvasir_frames, tmp_path):
   """Peak RSS while streaming 300 and 1,200 frames (after load and compilation): the same within
   noise, where keeping the frames would add ~4 x 900 x 76 KB = 270 MB at 1,200."""

@@ -13,11 +13,18 @@ import optax
 
 
 def edge_weight(mask: jax.Array, kernel: int = 31) -> jax.Array:
-  """1 + 5·|avgpool(mask) − mask|; avg-pool counts zero padding like torch's default."""
+  """1 + 5·|avgpool(mask) − mask|; avg-pool counts zero padding like torch's default.
+
+  The k×k box sum runs as a k×1 then a 1×k sum: XLA:CPU loops over every window element, so the
+  separable form does 2k instead of k² adds (389 → 10 ms at 256² batch 16, bench/NOTES.md). On 0/1
+  masks every partial sum is an integer, so the result is bit-identical to the k×k window.
+  """
   pad = kernel // 2
-  pooled = jax.lax.reduce_window(
-      mask, 0.0, jax.lax.add, (1, kernel, kernel, 1), (1, 1, 1, 1),
-      ((0, 0), (pad, pad), (pad, pad), (0, 0))) / (kernel * kernel)
+  column_sums = jax.lax.reduce_window(  # (B, H, W, C): sums over k rows
+      mask, 0.0, jax.lax.add, (1, kernel, 1, 1), (1, 1, 1, 1), ((0, 0), (pad, pad), (0, 0), (0, 0)))
+  box_sums = jax.lax.reduce_window(  # (B, H, W, C): then over k columns
+      column_sums, 0.0, jax.lax.add, (1, 1, kernel, 1), (1, 1, 1, 1), ((0, 0), (0, 0), (pad, pad), (0, 0)))
+  pooled = box_sums / (kernel * kernel)
   return 1.0 + 5.0 * jnp.abs(pooled - mask)
 
 
