@@ -21,6 +21,8 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from bsa_jax import xla_defaults
+
 FLAGS = flags.FLAGS
 HELP_FLAGS = ("-h", "--help", "-?", "--helpshort", "--helpfull")
 USAGE_STATUS = 2  # what argparse and most Unix tools return for a command-line mistake
@@ -148,6 +150,7 @@ def run(main: Callable[[list[str]], int | None], *, prog: str, argv: Sequence[st
   doc = doc if doc is not None else getattr(main_module, "__doc__", None)
   remaining = parse(argv, prog, doc, flag_module, check_argv, passthrough)
   sys.argv[0] = prog
+  xla_defaults.apply()  # before the command starts JAX's backend
   logging.use_absl_handler()
   try:
     status = main(remaining)

@@ -14,6 +14,9 @@ import warnings
 
 # Must be set before jax is imported anywhere: data-parallel tests need 8 CPU devices.
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+# The commands' default XLA flags (bsa_jax/xla_defaults.py), so this process computes as they do.
+from bsa_jax import xla_defaults  # noqa: E402  (imports nothing heavy)
+xla_defaults.apply()
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # timm must never try the network in tests
 os.environ["BSA_COMPILATION_CACHE"] = "off"  # no writes to ~/.cache (test_compile_cache.py: a tmp one)
 os.environ.setdefault("JAX_PLATFORMS", "cpu")

@@ -19,6 +19,7 @@ from bench import gpu_peaks
 from bench import plan as plan_lib
 from bench import report
 from bench import sections as sections_lib
+from bsa_jax import xla_defaults
 from conftest import data_dir, run_in_process
 
 
@@ -292,7 +293,7 @@ def test_gpu_peaks_match_device_names():
 def test_worker_xla_flags_and_visible_gpus(monkeypatch):
   flags = worker.xla_flags({"devices": 2, "xla_flags": "--a=1", "study_flags": "--b="},
                            "--xla_force_host_platform_device_count=8 --c=2")
-  assert flags == "--c=2 --a=1 --b= --xla_force_host_platform_device_count=2"
+  assert flags == " ".join([*xla_defaults.flags(), "--c=2 --a=1 --b= --xla_force_host_platform_device_count=2"])
   assert worker.xla_flags({"devices": plan_lib.ALL_DEVICES}, "").endswith("device_count=1")
   monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5,7")
   monkeypatch.setenv("HIP_VISIBLE_DEVICES", "")

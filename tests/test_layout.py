@@ -14,7 +14,7 @@ PACKAGE_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__fil
 
 # Bottom to top; a room may import only from rooms of lower layers (and from itself).
 LAYERS = (
-    ("cli", "config_lib", "compile_cache"),  # shared by every command
+    ("cli", "config_lib", "compile_cache", "xla_defaults"),  # shared by every command
     ("data", "models"),                    # datasets and pipelines; networks and weight porting
     ("workdir",),                          # a run folder: checkpoints, metric log, loading a run
     ("eval",),                             # metrics, evaluation of a model on data sets, tables
@@ -23,7 +23,7 @@ LAYERS = (
     ("predict", "compare", "seeds", "bench", "export", "serve"),  # thin command modules
 )
 # Within layer 0, the config tool's own command line uses cli.
-SAME_LAYER_ALLOWED = {("config_lib", "cli")}
+SAME_LAYER_ALLOWED = {("config_lib", "cli"), ("cli", "xla_defaults")}
 
 
 def _modules() -> dict[str, str]:
