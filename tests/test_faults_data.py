@@ -8,6 +8,7 @@ with broken files built in tmp_path from real images, and asserts the new behavi
   empty images/ folder                       -> data.check says that folder is empty
 """
 
+import json
 import os
 import re
 import shutil
@@ -115,6 +116,28 @@ def test_verification_is_cached_by_file_size_and_mtime(tmp_path):
   with pytest.raises(data.DataError, match=r"1 of 6 .* unusable(?s:.*)" + re.escape(str(bad))):
     verify.verify_examples(examples)
 
+
+
+def test_verification_cache_forgets_deleted_files_and_folders(tmp_path):
+  """The cache (~/.cache/bsa_jax/verified) keeps only files and folders that still exist."""
+  kept, dropped = tmp_path / "kept", tmp_path / "dropped"
+  names = _kvasir_copy(kept, n=3)
+  _kvasir_copy(dropped, n=2)
+  examples = registry.find_examples("kvasir_seg", str(kept))
+  verify.verify_examples(registry.find_examples("kvasir_seg", str(dropped)))
+  verify.verify_examples(examples)
+  cache = tmp_path / "cache" / "verified"
+  assert len(os.listdir(cache)) == 2
+  shutil.rmtree(dropped)
+  for sub in ("images", "masks"):
+    os.remove(kept / "kvasir_seg" / sub / names[0])
+  again = verify.verify_examples([e for e in examples if os.path.exists(e.image)])
+  assert (again["checked"], again["cached"]) == (0, 4)
+  cache_files = os.listdir(cache)
+  assert len(cache_files) == 1, cache_files  # the deleted folder's file is gone
+  with open(cache / cache_files[0]) as f:
+    entries = json.load(f)["files"]
+  assert sorted(entries) == sorted(os.path.join(sub, n) for sub in ("images", "masks") for n in names[1:])
 
 @pytest.mark.slow  # two tiny training runs (~1 min on a quiet 2-core CPU)
 def test_file_breaking_during_training_stops_the_run_naming_it_checkpoints_intact(tmp_path,

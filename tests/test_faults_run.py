@@ -108,12 +108,15 @@ def test_predict_writes_one_output_per_readable_image_whatever_the_names(finishe
   assert {os.path.basename(p) for p, _ in result["skipped"]} == {"notes.txt", "sub"}
   assert result["skip_reasons"] == {"not an image": 1, "not searched": 1}
   # Each mask is the prediction of its own image: a.png's mask equals a prediction made on a.png
-  # alone, so nothing was overwritten by a later input.
+  # alone, so nothing was overwritten by a later input. (A batch of 1 and a batch of 6 round float32
+  # differently in XLA's convolutions: a probability may move by one grey level; another image's
+  # prediction would differ everywhere.)
   alone = predict.run(workdir, [str(folder / "a.png")], str(tmp_path / "alone"))
   assert alone["predicted"] == 1
-  np.testing.assert_array_equal(
-      np.asarray(Image.open(out / "probabilities" / f"{result['names'][str(folder / 'a.png')]}.png")),
-      np.asarray(Image.open(tmp_path / "alone" / "probabilities" / "a.png")))
+  together = np.asarray(Image.open(out / "probabilities" / f"{result['names'][str(folder / 'a.png')]}.png"))
+  by_itself = np.asarray(Image.open(tmp_path / "alone" / "probabilities" / "a.png"))
+  difference = np.abs(together.astype(int) - by_itself)
+  assert difference.max() <= 1 and np.mean(difference > 0) < 1e-3, (difference.max(), np.mean(difference > 0))
   page = (out / "index.html").read_text()
   assert "x%231_overlay.png" in page and 'src="x#1' not in page
 

@@ -15,6 +15,7 @@ Every problem of every pair is collected, then one DataError names each file (th
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -50,10 +51,29 @@ def _load_cache(path: str, folder: str) -> dict[str, list]:
   return blob.get("files", {})
 
 
+def _prune(path: str, folder: str, files: dict[str, list]) -> dict[str, list]:
+  """Entries of files that still exist; also deletes the cache files of folders that are gone, so
+  the cache never outgrows the data a user keeps."""
+  for name in os.listdir(os.path.dirname(path)):
+    other = os.path.join(os.path.dirname(path), name)
+    if other == path or not name.endswith(".json"):
+      continue
+    try:
+      with open(other) as f:
+        gone = not os.path.isdir(json.load(f).get("folder", ""))
+    except (OSError, ValueError, AttributeError):
+      gone = True  # unreadable: it would never be used again
+    if gone:
+      with contextlib.suppress(OSError):
+        os.remove(other)
+  return {rel: v for rel, v in files.items() if os.path.exists(os.path.join(folder, rel))}
+
+
 def _save_cache(path: str, folder: str, files: dict[str, list]) -> None:
   """Atomic write (tmp + rename), so concurrent builds never read a half-written file."""
   try:
     os.makedirs(os.path.dirname(path), exist_ok=True)
+    files = _prune(path, folder, files)
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
     with os.fdopen(fd, "w") as f:
       json.dump({"version": CACHE_VERSION, "folder": os.path.realpath(folder), "files": files}, f)
@@ -150,7 +170,8 @@ def verify_examples(examples: Sequence, level: str = "full", *,
                    f"{os.path.basename(e.image)} is {iw}x{ih}")
     problems += found
     bad_pairs += bool(found)
-  if level == "full" and use_cache and todo:
+  gone = [rel for rel in cached if not os.path.exists(os.path.join(folder, rel))]
+  if level == "full" and use_cache and (todo or gone):
     for path, kind in files:
       if path in sizes and path not in errors and stamps[path] is not None:
         cached[os.path.relpath(path, folder)] = stamps[path] + list(sizes[path])
