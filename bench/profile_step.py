@@ -11,7 +11,10 @@ elementwise) and to where it comes from (the Flax module path of its `op_name`, 
 then summed per instruction and per category.
 
 Shares are of the summed instruction time, which can exceed the wall time when XLA runs independent
-instructions on both cores at once; the wall time per step is printed beside them.
+instructions on both cores at once; the wall time per step is printed beside them. Convolutions
+compiled by XLA's own emitters (the default since `bsa_jax/xla_defaults.py`) are not all recorded
+as events: compare the instruction sum with the wall time, and profile under `BSA_XLA_DEFAULTS=off`
+for full coverage (bench/NOTES.md §8).
 """
 
 from __future__ import annotations
