@@ -117,7 +117,6 @@ def test_verification_is_cached_by_file_size_and_mtime(tmp_path):
     verify.verify_examples(examples)
 
 
-
 def test_verification_cache_forgets_deleted_files_and_folders(tmp_path):
   """The cache (~/.cache/bsa_jax/verified) keeps only files and folders that still exist."""
   kept, dropped = tmp_path / "kept", tmp_path / "dropped"
@@ -138,6 +137,7 @@ def test_verification_cache_forgets_deleted_files_and_folders(tmp_path):
   with open(cache / cache_files[0]) as f:
     entries = json.load(f)["files"]
   assert sorted(entries) == sorted(os.path.join(sub, n) for sub in ("images", "masks") for n in names[1:])
+
 
 @pytest.mark.slow  # two tiny training runs (~1 min on a quiet 2-core CPU)
 def test_file_breaking_during_training_stops_the_run_naming_it_checkpoints_intact(tmp_path,

@@ -112,7 +112,8 @@ def test_predict_on_a_users_folder(trained_workdir, tmp_path, synthetic_root):
   skipped = {os.path.basename(p): reason for p, reason in result["skipped"]}
   assert sorted(skipped) == ["broken.jpg", "notes.txt"]
   assert "broken.jpg" in skipped["broken.jpg"]
-  assert sum(result["skip_reasons"].values()) == 2
+  # PIL cannot identify a JPEG cut after 200 bytes, so it counts as not an image, like the text file.
+  assert result["skip_reasons"] == {"not an image": 2}
   for stem in [os.path.splitext(n)[0] for n in names] + ["odd_size"]:
     src = next(p for p in inputs.iterdir() if p.stem == stem)
     mask = np.asarray(Image.open(out / "masks" / f"{stem}.png"))

@@ -120,7 +120,6 @@ def test_structure_loss_matches_torch_reference():
   assert ours == pytest.approx(ref, rel=1e-5)
 
 
-
 def test_edge_weight_equals_torch_avg_pool_and_the_square_window_exactly():
   """The separable box sum (a speed-up, bench/NOTES.md) gives the k×k average of a 0/1 mask bit for bit."""
   rng = np.random.default_rng(2)
@@ -137,6 +136,7 @@ def test_edge_weight_equals_torch_avg_pool_and_the_square_window_exactly():
   t = torch.from_numpy(mask.transpose(0, 3, 1, 2))
   want = (1 + 5 * torch.abs(F.avg_pool2d(t, kernel_size=31, stride=1, padding=15) - t)).numpy()
   np.testing.assert_allclose(ours, want.transpose(0, 2, 3, 1), rtol=0, atol=1e-6)
+
 
 def test_point_loss_uses_the_mask_at_the_sampled_points():
   mask = np.zeros((1, 8, 8, 1), np.float32)

@@ -51,9 +51,9 @@ def _load_cache(path: str, folder: str) -> dict[str, list]:
   return blob.get("files", {})
 
 
-def _prune(path: str, folder: str, files: dict[str, list]) -> dict[str, list]:
-  """Entries of files that still exist; also deletes the cache files of folders that are gone, so
-  the cache never outgrows the data a user keeps."""
+def _forget_deleted_folders(path: str) -> None:
+  """Deletes the cache files (beside `path`) of folders that are gone, so the cache never outgrows
+  the data a user keeps."""
   for name in os.listdir(os.path.dirname(path)):
     other = os.path.join(os.path.dirname(path), name)
     if other == path or not name.endswith(".json"):
@@ -66,14 +66,13 @@ def _prune(path: str, folder: str, files: dict[str, list]) -> dict[str, list]:
     if gone:
       with contextlib.suppress(OSError):
         os.remove(other)
-  return {rel: v for rel, v in files.items() if os.path.exists(os.path.join(folder, rel))}
 
 
 def _save_cache(path: str, folder: str, files: dict[str, list]) -> None:
   """Atomic write (tmp + rename), so concurrent builds never read a half-written file."""
   try:
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    files = _prune(path, folder, files)
+    _forget_deleted_folders(path)
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
     with os.fdopen(fd, "w") as f:
       json.dump({"version": CACHE_VERSION, "folder": os.path.realpath(folder), "files": files}, f)
@@ -171,6 +170,8 @@ def verify_examples(examples: Sequence, level: str = "full", *,
     problems += found
     bad_pairs += bool(found)
   gone = [rel for rel in cached if not os.path.exists(os.path.join(folder, rel))]
+  for rel in gone:  # deleted files leave the cache
+    del cached[rel]
   if level == "full" and use_cache and (todo or gone):
     for path, kind in files:
       if path in sizes and path not in errors and stamps[path] is not None:
