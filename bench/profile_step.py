@@ -68,7 +68,8 @@ def parse_hlo(text: str) -> dict[str, dict]:
   return instructions
 
 
-def _called_ops(info: dict, computations: dict, depth: int = 0) -> set[str]:
+def _called_ops(info: dict, computations: dict) -> set[str]:
+  """The opcodes inside the computations an instruction (a fusion) calls."""
   ops = set()
   for name in info.get("calls", ()):
     ops |= computations.get(name, set())
