@@ -7,6 +7,12 @@ in its row, and rerunning the same command resumes unfinished runs and only re-r
 Several seeds use `launch.py --seeds` (runs in `<workdir>/<model>/seed_<k>`). The table goes to
 `<workdir>/comparison.{md,csv,json}`: per model its parameters, logged train time and the six polyp
 metrics per test set (mean ± sample std over seeds), with each run's provenance.
+
+With a wall-clock budget (`minutes`), each model first runs a short timed calibration (its real
+`launch.py` run, `CALIBRATION_STEPS` steps, no evaluation) in `<workdir>/<model>/calibration`; its
+median seconds per step after compilation fixes the model's `train.num_steps` to fill the budget.
+The figures go to `<workdir>/<model>/calibration.json` and are reused by every rerun, so a rerun
+(or a resumed run) trains exactly the same number of steps whatever the machine's load then.
 """
 
 from __future__ import annotations
@@ -15,6 +21,8 @@ import csv
 import datetime
 import json
 import os
+import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -38,6 +46,8 @@ SET_LABELS = {"kvasir_seg:pranet_test": "Kvasir-100", "cvc_colondb:all": "ColonD
 COLUMNS = tables.COLUMNS  # mDSC, mIoU, S_alpha, F_beta_w, E_phi_max, MAE
 RECORD = "compare_run.json"  # per model: the launch arguments and the wall time of every launch
 LOG = "compare.log"
+CALIBRATION = "calibration.json"  # per model, budget mode: the timed steps and the steps they fix
+CALIBRATION_STEPS, CALIBRATION_LOG_EVERY = 24, 4  # 6 timed intervals; the first holds compilation
 
 
 class RunError(RuntimeError):
@@ -87,17 +97,24 @@ def config_spec(model: str, budget: str) -> str:
   return MODEL_CONFIGS[model] + (f":{arg}" if arg else "")
 
 
-def run_overrides(budget: str, epochs: float | None, overrides: Sequence[str]) -> list[str]:
-  """The budget's epochs, no progress bar (output goes to a log), then the user's overrides."""
-  epochs = DEFAULT_EPOCHS.get(budget) if epochs is None else epochs
+def run_overrides(budget: str, epochs: float | None, overrides: Sequence[str],
+                  minutes: float | None = None) -> list[str]:
+  """The budget's epochs (none with a wall-clock budget: the calibration sets the steps), no
+  progress bar (output goes to a log), then the user's overrides."""
+  epochs = DEFAULT_EPOCHS.get(budget) if epochs is None and not minutes else epochs
   out = [f"--config.train.num_epochs={epochs:g}"] if epochs is not None else []
   return out + ["--config.train.progress_bar=False", *overrides]
 
 
-def launch_request(model: str, budget: str, seeds: Sequence[int], overrides: Sequence[str]) -> dict:
-  """What a model's run is: config, overrides and seeds (the record a rerun must match)."""
-  return {"model": model, "config": config_spec(model, budget), "overrides": list(overrides),
-          "seeds": list(seeds)}
+def launch_request(model: str, budget: str, seeds: Sequence[int], overrides: Sequence[str],
+                   minutes: float | None = None) -> dict:
+  """What a model's run is: config, overrides, seeds and the wall-clock budget if any (the record a
+  rerun must match)."""
+  request = {"model": model, "config": config_spec(model, budget), "overrides": list(overrides),
+             "seeds": list(seeds)}
+  if minutes:
+    request["train_minutes"] = minutes
+  return request
 
 
 def launch_argv(request: dict, model_dir: str) -> list[str]:
@@ -277,13 +294,93 @@ def model_row(model: str, model_dir: str, request: dict, error: str | None) -> d
     row["num_params"] = runs[0]["num_params"]
     row["num_images"] = {name: r.get("num_images") for name, r in runs[0]["results"].items()}
     row["train_seconds"] = _mean_std([r["train_seconds"] for r in runs])
+    row["steps"] = runs[0]["steps"]
+  calibration = _read_json(os.path.join(model_dir, CALIBRATION))
+  if request.get("train_minutes") and calibration:
+    row["calibration"] = {k: calibration[k] for k in ("seconds_per_step", "steps", "measured")}
   return row
+
+
+# ---------------------------------------------------------------- wall-clock budget
+
+def calibration_overrides() -> list[str]:
+  """A calibration run: a few logged steps, no validation, no test, no checkpoint before the end."""
+  return [f"--config.train.num_steps={CALIBRATION_STEPS}",
+          f"--config.train.log_every_steps={CALIBRATION_LOG_EVERY}",
+          "--config.train.checkpoint_every_steps=1000000", "--config.train.keep_checkpoints=1",
+          "--config.data.val=()", "--config.data.test=()", "--config.eval.num_overlays=0"]
+
+
+def seconds_per_step(metrics_path: str, batch_size: int) -> tuple[float, list[float]]:
+  """Median seconds per step over the logged intervals after the first (which holds compilation),
+  and every interval's figure. Raises RunError when fewer than two intervals were logged."""
+  rates = []
+  with open(metrics_path) as f:
+    for line in f:
+      entry = json.loads(line) if line.strip() else {}
+      if isinstance(entry.get("images_per_sec"), (int, float)) and entry["images_per_sec"] > 0:
+        rates.append(batch_size / entry["images_per_sec"])
+  if len(rates) < 2:
+    raise RunError(f"calibration logged {len(rates)} interval(s) in {metrics_path}; need 2 or more")
+  return statistics.median(rates[1:]), [round(r, 4) for r in rates]
+
+
+def budget_steps(minutes: float, step_seconds: float) -> int:
+  """Training steps that fill `minutes` at `step_seconds` per step (at least one)."""
+  return max(1, int(minutes * 60 / step_seconds))
+
+
+def calibrate(model: str, model_dir: str, request: dict, minutes: float, index: str) -> dict:
+  """Times the model's train step with its real `launch.py` run and fixes its steps for `minutes`.
+
+  The calibration run's folder is scratch (deleted once its figures are in `calibration.json`).
+  Raises RunError when the run fails.
+  """
+  cal_dir = os.path.join(model_dir, "calibration")
+  if os.path.isdir(cal_dir):  # an interrupted calibration: ours, and its figures are not kept
+    shutil.rmtree(cal_dir)
+  os.makedirs(model_dir, exist_ok=True)
+  print(f"[compare] {index} {model}: calibrating the step time ({CALIBRATION_STEPS} steps, "
+        f"log: {os.path.join(model_dir, LOG)})", flush=True)
+  cal_request = dict(request, seeds=request["seeds"][:1],
+                     overrides=[*request["overrides"], *calibration_overrides()])
+  code = launch(model, launch_argv(cal_request, cal_dir), os.path.join(model_dir, LOG))
+  if code != 0:
+    raise RunError(f"{model}: the calibration run failed (launch.py exited with code {code}); "
+                   f"log {os.path.join(model_dir, LOG)}")
+  with open(os.path.join(cal_dir, "config.json")) as f:
+    batch_size = int(json.load(f)["train"]["batch_size"])
+  step_seconds, intervals = seconds_per_step(os.path.join(cal_dir, "metrics.jsonl"), batch_size)
+  shutil.rmtree(cal_dir)
+  calibration = {"request": request, "minutes": minutes, "seconds_per_step": round(step_seconds, 4),
+                 "interval_seconds_per_step": intervals, "batch_size": batch_size,
+                 "steps": budget_steps(minutes, step_seconds),
+                 "measured": datetime.datetime.now().isoformat(timespec="seconds")}
+  _write_json(os.path.join(model_dir, CALIBRATION), calibration)
+  print(f"[compare] {index} {model}: {step_seconds:.3f} s/step -> {calibration['steps']} steps "
+        f"for {minutes:g} min", flush=True)
+  return calibration
+
+
+def stored_calibration(model_dir: str, request: dict, minutes: float) -> dict | None:
+  """The model's calibration for this request and budget, if one was made."""
+  calibration = _read_json(os.path.join(model_dir, CALIBRATION))
+  if calibration and calibration["request"] == request and calibration["minutes"] == minutes:
+    return calibration
+  return None
+
+
+def with_budget_steps(request: dict, calibration: dict) -> dict:
+  """The request with the calibrated `train.num_steps` as its last override."""
+  return dict(request, overrides=[*request["overrides"],
+                                  f"--config.train.num_steps={calibration['steps']}"])
 
 
 # ---------------------------------------------------------------- table
 
-def budget_title(budget: str, rows: Sequence[dict]) -> str:
-  """E.g. 'CPU budget: 112 px (PraNet 128 px), 3 epochs, batch 16, from scratch'."""
+def budget_title(budget: str, rows: Sequence[dict], minutes: float | None = None) -> str:
+  """E.g. 'CPU budget: 112 px (PraNet 128 px), 3 epochs, batch 16, from scratch', or with a
+  wall-clock budget '..., 20 min of training per model (steps: calibrated), ...'."""
   runs = [(r["label"], r["runs"][0]["budget"]) for r in rows if r["runs"]]
   if not runs:
     return BUDGET_TITLES[budget]
@@ -294,6 +391,8 @@ def budget_title(budget: str, rows: Sequence[dict]) -> str:
   lengths = sorted({f"{b['num_steps']} steps" if (b["num_steps"] or -1) > 0
                     else f"{b['num_epochs']:g} epoch{'' if b['num_epochs'] == 1 else 's'}"
                     for _, b in runs})
+  if minutes:
+    lengths = [f"{minutes:g} min of training per model (steps fixed by a timed calibration)"]
   batches = sorted({str(b["batch_size"]) for _, b in runs})
   inits = [f"{label} from {b['model_init'] or b['resume']}" for label, b in runs
            if b["model_init"] or b["resume"]]
@@ -353,16 +452,19 @@ def _footnote(number: int, row: dict) -> str:
 
 
 def _header(sets: Sequence[str]) -> list[str]:
-  return ["Model", "Params", "Train time"] + [
+  return ["Model", "Params", "Train time", "Steps"] + [
       f"{SET_LABELS.get(s, s)} {tables.HEADERS[c]}" for s in sets for c in COLUMNS]
 
 
 def _markdown_row(number: int, row: dict, sets: Sequence[str]) -> list[str]:
   name = f"{row['label']}[^{number}]"
   if row["status"] != "ok":
-    return [name, "failed", ""] + [""] * len(sets) * len(COLUMNS)
+    return [name, "failed", "", ""] + [""] * len(sets) * len(COLUMNS)
   params = f"{row['num_params'] / 1e6:.2f} M" if row.get("num_params") else ""
-  return [name, params, _cell(row.get("train_seconds"), _duration)] + [
+  steps = "" if row.get("steps") is None else str(row["steps"])
+  if row.get("calibration"):
+    steps += f" ({row['calibration']['seconds_per_step']:.2f} s/step)"
+  return [name, params, _cell(row.get("train_seconds"), _duration), steps] + [
       _cell(row["stats"].get(s, {}).get(c)) for s in sets for c in COLUMNS]
 
 
@@ -376,6 +478,10 @@ def _notes(rows: Sequence[dict], seeds: Sequence[int]) -> list[str]:
                f"validation only (footnotes); test sets: {sets}.")
   timing = ("Train time: the training steps in each run's metrics.jsonl (compilation included, "
             "evaluation excluded).")
+  if any(r.get("calibration") for r in rows):
+    timing += (f" Steps: fixed before training by timing {CALIBRATION_STEPS} steps of the model's "
+               "own run on this machine (the median after compilation, in brackets), to fill the "
+               "budget; a rerun reuses them.")
   return [selection, timing]
 
 
@@ -402,7 +508,8 @@ def csv_record(row: dict, sets: Sequence[str]) -> dict:
          "num_params": row.get("num_params", ""),
          "train_seconds": (row.get("train_seconds") or {}).get("mean", ""),
          "train_seconds_std": (row.get("train_seconds") or {}).get("std", ""),
-         "launch_wall_seconds": row["launch_seconds"]}
+         "launch_wall_seconds": row["launch_seconds"], "steps": row.get("steps", ""),
+         "calibrated_seconds_per_step": (row.get("calibration") or {}).get("seconds_per_step", "")}
   for s in sets:
     stats = row["stats"].get(s, {})
     out[f"{s}/num_images"] = row.get("num_images", {}).get(s, "")
@@ -417,9 +524,10 @@ def csv_record(row: dict, sets: Sequence[str]) -> dict:
   return out
 
 
-def write_table(workdir: str, budget: str, rows: Sequence[dict], seeds: Sequence[int]) -> list[str]:
+def write_table(workdir: str, budget: str, rows: Sequence[dict], seeds: Sequence[int],
+                minutes: float | None = None) -> list[str]:
   """Writes `comparison.{md,csv,json}` into `workdir`; returns their paths."""
-  title = budget_title(budget, rows)
+  title = budget_title(budget, rows, minutes)
   sets = test_sets(rows)
   paths = [os.path.join(workdir, f"comparison.{ext}") for ext in ("md", "csv", "json")]
   write_markdown(paths[0], title, rows, seeds)
@@ -429,7 +537,8 @@ def write_table(workdir: str, budget: str, rows: Sequence[dict], seeds: Sequence
     writer = csv.DictWriter(f, fieldnames=fields)
     writer.writeheader()
     writer.writerows(records)
-  _write_json(paths[2], {"title": title, "budget": budget, "seeds": list(seeds), "test_sets": sets,
+  _write_json(paths[2], {"title": title, "budget": budget, "train_minutes": minutes,
+                         "seeds": list(seeds), "test_sets": sets,
                          "set_labels": {s: SET_LABELS.get(s, s) for s in sets},
                          "columns": list(COLUMNS), "metric_convention": tables.CONVENTIONS,
                          "rows": list(rows)})
@@ -439,16 +548,30 @@ def write_table(workdir: str, budget: str, rows: Sequence[dict], seeds: Sequence
 # ---------------------------------------------------------------- main
 
 def prepare(workdir: str, models: Sequence[str], budget: str, seeds: Sequence[int],
-            epochs: float | None, common: Sequence[str], per_model: dict) -> dict[str, dict]:
-  """{model: request}; refuses, before any training, an unknown key or a workdir of another request."""
+            epochs: float | None, common: Sequence[str], per_model: dict,
+            minutes: float | None = None) -> dict[str, dict]:
+  """{model: request}; refuses, before any training, an unknown key or a workdir of another request.
+
+  With `minutes`, a model whose calibration is stored gets its calibrated steps; the others get
+  theirs from `calibrate` before training.
+  """
+  if minutes is not None and minutes <= 0:
+    raise cli.UserError(f"--minutes={minutes:g}: give a positive number of minutes")
   requests, conflicts = {}, []
   for model in models:
-    overrides = run_overrides(budget, epochs, [*common, *per_model[model]])
-    requests[model] = launch_request(model, budget, seeds, overrides)
+    overrides = run_overrides(budget, epochs, [*common, *per_model[model]], minutes)
+    if minutes and any(o.startswith(("--config.train.num_steps=", "--config.train.num_epochs="))
+                       for o in overrides):
+      raise cli.UserError(f"{model}: --minutes fixes each model's steps; drop --epochs and the "
+                          "train.num_steps / train.num_epochs overrides")
+    requests[model] = launch_request(model, budget, seeds, overrides, minutes)
     spec = os.path.join(config_lib.REPO_ROOT, requests[model]["config"])
     config_lib.check_overrides([f"--config={spec}", *overrides])  # raises, naming the key
+    model_dir = os.path.join(os.path.abspath(workdir), model)
+    calibration = minutes and stored_calibration(model_dir, requests[model], minutes)
     try:
-      check_record(os.path.join(os.path.abspath(workdir), model), requests[model])
+      check_record(model_dir, with_budget_steps(requests[model], calibration) if calibration
+                   else requests[model])
     except RunError as e:
       conflicts.append(str(e))
   if conflicts:
@@ -458,7 +581,7 @@ def prepare(workdir: str, models: Sequence[str], budget: str, seeds: Sequence[in
 
 def run(workdir: str, *, models: Sequence[str], budget: str = "paper", seeds: Sequence[int] = (0,),
         epochs: float | None = None, common: Sequence[str] = (),
-        per_model: dict[str, list[str]] | None = None) -> int:
+        per_model: dict[str, list[str]] | None = None, minutes: float | None = None) -> int:
   """Trains (or re-reads) every model, writes the table; 1 if any model failed, else 0.
 
   Args:
@@ -468,25 +591,39 @@ def run(workdir: str, *, models: Sequence[str], budget: str = "paper", seeds: Se
     seeds: one run per seed (several: `launch.py --seeds`).
     epochs: `train.num_epochs` of every model (None: `DEFAULT_EPOCHS` of the budget, else the config's).
     common: `--config.k=v` overrides of every model; per_model: {model: its own overrides}.
+    minutes: a wall-clock budget of training per model: every model is calibrated first (back to
+      back, so run them on a quiet machine), then trains the steps that fill it.
   """
   models = check_models(models)
   per_model = {m: list((per_model or {}).get(m, [])) for m in MODEL_CONFIGS}
-  requests = prepare(workdir, models, budget, seeds, epochs, common, per_model)
+  requests = prepare(workdir, models, budget, seeds, epochs, common, per_model, minutes)
   workdir = os.path.abspath(workdir)
   os.makedirs(workdir, exist_ok=True)
+  errors = {}
+  if minutes:
+    for i, model in enumerate(models, 1):
+      model_dir = os.path.join(workdir, model)
+      calibration = stored_calibration(model_dir, requests[model], minutes)
+      try:
+        calibration = calibration or calibrate(model, model_dir, requests[model], minutes,
+                                               f"{i}/{len(models)}")
+        requests[model] = with_budget_steps(requests[model], calibration)
+      except RunError as e:
+        errors[model] = str(e)
   rows, failures = [], []
   for i, model in enumerate(models, 1):
     model_dir = os.path.join(workdir, model)
-    error = None
-    try:
-      train_model(model, model_dir, requests[model], f"{i}/{len(models)}")
-    except RunError as e:
-      error = str(e)
+    error = errors.get(model)
+    if error is None:
+      try:
+        train_model(model, model_dir, requests[model], f"{i}/{len(models)}")
+      except RunError as e:
+        error = str(e)
     rows.append(model_row(model, model_dir, requests[model], error))
     if rows[-1]["error"]:
       failures.append(rows[-1]["error"])
       print(f"[compare] ERROR: {rows[-1]['error']}", file=sys.stderr, flush=True)
-  paths = write_table(workdir, budget, rows, seeds)
+  paths = write_table(workdir, budget, rows, seeds, minutes)
   with open(paths[0]) as f:
     print(f.read(), flush=True)
   print(f"[compare] Table written: {', '.join(paths)}", flush=True)
