@@ -203,3 +203,51 @@ def test_overrides_go_to_every_model_or_to_one(tmp_path, monkeypatch, run_comman
   assert kw["common"] == common and kw["per_model"]["pranet"] == ["--config.seed=3"]
   code, _, err = run_command("bsa_jax.compare", "--workdir=w", "--nomodel.config.seed=3")
   assert code == 2 and "unexpected argument '--nomodel.config.seed=3'" in err
+
+
+def _fake_budget_launch(calls):
+  """Stands in for launch.py under a budget: a calibration run logs 1 (compiling), 8, 4 and 8 img/s
+  at batch 4 (median 0.5 s/step after compilation); a training run writes a finished run."""
+  finished = _fake_launch([])
+
+  def launch(model, argv, log_path):
+    calls.append((model, argv))
+    workdir = next(a.split("=", 1)[1] for a in argv if a.startswith("--workdir="))
+    if os.path.basename(workdir) != "calibration":
+      return finished("bsanet", argv, log_path)  # seeds 0 and 1
+    os.makedirs(workdir)
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+      json.dump({"train": {"batch_size": 4}}, f)
+    with open(os.path.join(workdir, "metrics.jsonl"), "w") as f:
+      f.writelines(json.dumps({"step": 4 * i, "images_per_sec": r}) + "\n"
+                   for i, r in enumerate((1.0, 8.0, 4.0, 8.0), 1))
+    return 0
+  return launch
+
+
+def test_a_wall_clock_budget_fixes_each_models_steps_once(tmp_path, monkeypatch, capsys):
+  calls = []
+  monkeypatch.setattr(compare, "launch", _fake_budget_launch(calls))
+  argv = [f"--workdir={tmp_path}", "--budget=cpu", "--models=unet", "--seeds=0,1", "--minutes=2"]
+  assert _compare(*argv) == 0
+  (_, calibration_argv), (_, train_argv) = calls
+  assert "--config.train.num_steps=24" in calibration_argv and "--config.data.test=()" in calibration_argv
+  assert "--config.seed=0" in calibration_argv and "--seeds=0,1" in train_argv  # one calibration
+  assert not (tmp_path / "unet" / "calibration").exists()  # scratch, deleted once measured
+  with open(tmp_path / "unet" / "calibration.json") as f:
+    calibration = json.load(f)
+  assert calibration["seconds_per_step"] == 0.5 and calibration["steps"] == 240  # 120 s / 0.5 s
+  assert train_argv[-1] == "--config.train.num_steps=240"
+  assert not any(a.startswith("--config.train.num_epochs") for a in train_argv)
+  table = json.loads((tmp_path / "comparison.json").read_text())
+  assert table["train_minutes"] == 2 and "2 min of training per model" in table["title"]
+  assert "| 20 (0.50 s/step) |" in (tmp_path / "comparison.md").read_text()
+
+  calls.clear()  # a rerun reuses the calibration (and re-reads the finished run)
+  assert _compare(*argv) == 0
+  assert calls == []
+  capsys.readouterr()
+  assert _compare(*argv, "--epochs=3") == 2  # the budget fixes the steps: no epochs with it
+  assert "--minutes fixes each model's steps" in capsys.readouterr().err
+  assert _compare(*argv[:-1], "--minutes=3") == 2  # another budget, same workdir
+  assert "train_minutes: 2.0 -> 3.0" in capsys.readouterr().err
