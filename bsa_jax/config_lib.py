@@ -63,6 +63,12 @@ def base_config() -> mlc.ConfigDict:
       "scale_min": 0.75,
       "scale_max": 1.25,
       "color_jitter": 0.1,
+      # Image-only changes between hospitals and scopes (0 = off): per-channel gain strength,
+      # gamma strength (exponent exp(±gamma)), and the probabilities of a blur and of highlights.
+      "channel_gain": 0.0,
+      "gamma": 0.0,
+      "blur": 0.0,
+      "specular": 0.0,
   })
   c.data.num_workers = 0  # grain worker processes decoding train batches (0 = in-process threads)
   c.data.prefetch = 2  # batches decoded ahead (per worker)
@@ -91,6 +97,9 @@ def base_config() -> mlc.ConfigDict:
   c.train.warmup_steps = 0
   c.train.weight_decay = 0.0
   c.train.grad_clip_norm = 0.0  # 0 disables clipping
+  # >0: evaluation, checkpoint selection and every tool use an exponential moving average of the
+  # weights (and BatchNorm statistics) with this decay (warmed up: min(decay, (1+t)/(10+t))).
+  c.train.ema_decay = 0.0
   c.train.compute_dtype = "float32"  # float32 | bfloat16 (params stay float32)
   c.train.loss = "structure"  # structure (binary, PraNet) | din (0.3 CE + 0.7 Dice + boundary)
   c.train.deep_supervision_weight = 1.0  # weight of each side output's loss
@@ -111,6 +120,9 @@ def base_config() -> mlc.ConfigDict:
   c.eval.kind = "polyp"  # polyp (binary: mDSC, S_alpha, ...) | multiclass (per-class DSC/HD95)
   c.eval.batch_size = 16
   c.eval.select_metric = "mDSC"  # chosen on the validation split only
+  # Flip test-time augmentation of validation, tests and every tool's prediction: none | hflip |
+  # flips (h, v and both); logits are averaged (bsa_jax/models/tta.py). Recorded in every table.
+  c.eval.tta = "none"
   c.eval.num_overlays = 16
 
   # Device mesh: axis name -> size; -1 takes every remaining device.
@@ -142,6 +154,71 @@ def load_config(spec: str) -> mlc.ConfigDict:
   module = importlib.util.module_from_spec(module_spec)
   module_spec.loader.exec_module(module)
   return module.get_config(arg or None)
+
+
+def small_budget(c: mlc.ConfigDict) -> None:
+  """Shrinks `c` in place to the polyp configs' 'small' budget: minutes on a CPU.
+
+  The model's 'tiny' variant at 64 px on 256 training and 32 evaluation images, 2 epochs of batch 8
+  evaluated every epoch, with frequent logs and checkpoints and 8 overlays.
+  """
+  c.model.variant = "tiny"
+  c.data.image_size = 64
+  c.data.max_train_examples = 256
+  c.data.max_eval_examples = 32
+  c.train.batch_size = 8
+  c.train.num_epochs = 2.0
+  c.train.eval_every_epochs = 1.0
+  c.train.log_every_steps = 4
+  c.train.checkpoint_every_steps = 32
+  c.eval.num_overlays = 8
+
+
+def din_as_drawn(c: mlc.ConfigDict, arg: str | None) -> None:
+  """DIN's configs (kvasir_din, acdc, synapse), in place: DIN as its paper draws it.
+
+  The paper's loss without side losses, global DIFM attention and ImageNet `resnext50_32x4d`
+  encoders; 'lowmem' pools keys/values 4×/2× at the two finest scales; 'small' keeps its variant's
+  CPU settings (scratch, pooled, side losses).
+  """
+  if arg == "small":
+    return
+  c.model_init = "timm:resnext50_32x4d"
+  c.train.deep_supervision_weight = 0.0
+  c.model.difm_kv_pool = (4, 2, 1, 1) if arg == "lowmem" else (1, 1, 1, 1)
+
+
+def model_swap(config_file: str, arg: str | None, model_name: str, variant: str, *,
+               loss: str | None = None, model_init: str | None = None,
+               image_size: int | None = None, cpu_image_size: int | None = None,
+               base: str = "kvasir.py") -> mlc.ConfigDict:
+  """`base` (next to `config_file`) at the same `arg`, '' | 'cpu' | 'small', with the model swapped.
+
+  The shared body of the baseline configs, which compare like for like by changing only what is the
+  model's own: `model_name` at `variant` ('tiny' for 'small'), BSA-Net's `model.arm` field dropped,
+  and where given the `train.loss`, the full protocol's `model_init` (the base's 'cpu' and 'small'
+  budgets train from scratch) and the input size of the full protocol and of 'cpu'.
+
+  Args:
+    config_file: the calling config's `__file__`; an unknown `arg` is refused naming it.
+  """
+  if arg not in (None, "", "cpu", "small"):
+    raise ValueError(f"Unknown config argument {arg!r} for configs/{os.path.basename(config_file)}; "
+                     "use '', 'cpu' or 'small'.")
+  path = os.path.join(os.path.dirname(os.path.abspath(config_file)), base)
+  c = load_config(f"{path}:{arg}" if arg else path)
+  c.model_name = model_name
+  c.model.variant = "tiny" if arg == "small" else variant
+  del c.model["arm"]  # BSA-Net's own field
+  if loss is not None:
+    c.train.loss = loss
+  if model_init is not None and not arg:
+    c.model_init = model_init
+  if image_size is not None and not arg:
+    c.data.image_size = image_size
+  if cpu_image_size is not None and arg == "cpu":
+    c.data.image_size = cpu_image_size
+  return c
 
 
 def _config_keys(config, prefix=""):

@@ -134,6 +134,10 @@ def provenance(config, *, checkpoint_step: int, selection: str) -> dict:
       "init": init_description(config),
       "selection": selection,
   }
+  if config.train.get("ema_decay", 0.0) > 0:  # stated only when used, so older tables read the same
+    prov["weights"] = f"exponential moving average, decay {config.train.ema_decay:g}"
+  if config.eval.get("tta", "none") != "none":
+    prov["tta"] = f"{config.eval.tta} (logits averaged over flipped inputs)"
   left_out = data_left_out(config.data)
   if left_out:
     prov["data_left_out"] = left_out

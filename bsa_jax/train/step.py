@@ -12,22 +12,41 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from bsa_jax.models import tta as tta_lib
 from bsa_jax.train import losses
 
 
-def init_state(model, tx, rng: jax.Array, image_size: int) -> dict[str, Any]:
-  """Creates params, BatchNorm statistics and optimizer state (traced under jit with shardings)."""
+def init_state(model, tx, rng: jax.Array, image_size: int, ema: bool = False) -> dict[str, Any]:
+  """Creates params, BatchNorm statistics and optimizer state (traced under jit with shardings);
+  with `ema`, also their exponential moving average (`state['ema']`, starting at the init)."""
   dummy = jnp.zeros((1, image_size, image_size, 3), jnp.float32)
   params_rng, dropout_rng, points_rng = jax.random.split(rng, 3)
   variables = model.init({"params": params_rng, "dropout": dropout_rng, "points": points_rng},
                          dummy, train=False)
   params = variables["params"]
-  return {
+  state = {
       "step": jnp.zeros((), jnp.int32),
       "params": params,
       "batch_stats": variables.get("batch_stats", {}),
       "opt_state": tx.init(params),
   }
+  if ema:
+    state["ema"] = {"params": params, "batch_stats": state["batch_stats"]}
+  return state
+
+
+def ema_decay(decay: float, step: jax.Array) -> jax.Array:
+  """The decay at `step`, warmed up as TF's ExponentialMovingAverage does, min(decay, (1+t)/(10+t)),
+  so the average forgets the random init quickly in a short run."""
+  t = step.astype(jnp.float32)
+  return jnp.minimum(decay, (1.0 + t) / (10.0 + t))
+
+
+def eval_variables(state) -> dict:
+  """The variables evaluation uses: the moving average when the state keeps one, else the live ones."""
+  if "ema" in state:
+    return state["ema"]
+  return {"params": state["params"], "batch_stats": state["batch_stats"]}
 
 
 def model_inputs(batch: dict) -> dict:
@@ -55,6 +74,10 @@ def train_step(state, batch, base_rng, *, model, tx, schedule, train_config):
   params = optax.apply_updates(state["params"], updates)
   new_state = {"step": state["step"] + 1, "params": params, "batch_stats": batch_stats,
                "opt_state": opt_state}
+  if "ema" in state:
+    d = ema_decay(train_config.ema_decay, state["step"])
+    new_state["ema"] = jax.tree.map(lambda avg, x: d * avg + (1.0 - d) * x, state["ema"],
+                                    {"params": params, "batch_stats": batch_stats})
   # Never let a non-finite step replace the last good state (the host then stops the run).
   finite = jnp.isfinite(loss) & jnp.isfinite(optax.global_norm(grads))
   new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state, state)
@@ -69,19 +92,24 @@ def train_step(state, batch, base_rng, *, model, tx, schedule, train_config):
   return new_state, metrics
 
 
-def predict_step(state, inputs, *, model, with_coarse: bool = False):
-  """Eval-mode logits (B, S, S, num_classes) at the network resolution.
+def predict_step(state, inputs, *, model, with_coarse: bool = False, tta: str = "none"):
+  """Eval-mode logits (B, S, S, num_classes) at the network resolution, from `eval_variables` and
+  averaged over the flips of `tta` (`models.tta`).
 
   With `with_coarse` and a model whose aux holds 'coarse_logits' (BSA-Net's decoder output before
   the Attention Rendering Module, at stride 4), returns {'logits': ..., 'coarse': ...}: the coarse
   logits upsampled bilinearly to S×S, exactly as `arm='none'` would output them, so the evaluator
   can score what the ARM adds.
   """
-  variables = {"params": state["params"], "batch_stats": state["batch_stats"]}
-  logits, aux = model.apply(variables, **inputs, train=False)
-  if not with_coarse or "coarse_logits" not in aux:
-    return logits
-  coarse = aux["coarse_logits"]
-  b, h, w, _ = logits.shape
-  coarse = jax.image.resize(coarse, (b, h, w, coarse.shape[-1]), "bilinear").astype(jnp.float32)
-  return {"logits": logits, "coarse": coarse}
+  variables = eval_variables(state)
+
+  def apply(inputs):
+    logits, aux = model.apply(variables, **inputs, train=False)
+    if not with_coarse or "coarse_logits" not in aux:
+      return logits
+    coarse = aux["coarse_logits"]
+    b, h, w, _ = logits.shape
+    coarse = jax.image.resize(coarse, (b, h, w, coarse.shape[-1]), "bilinear").astype(jnp.float32)
+    return {"logits": logits, "coarse": coarse}
+
+  return tta_lib.flip_averaged(apply, inputs, tta)

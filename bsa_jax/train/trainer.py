@@ -128,10 +128,10 @@ def build_inputs(config: mlc.ConfigDict, run: Run) -> Inputs:
 
 
 def jit_steps(model, tx, schedule, train_config: mlc.ConfigDict, mesh, state_sharding,
-              with_coarse: bool = False):
+              with_coarse: bool = False, tta: str = "none"):
   """(train step, predict step) jitted over the mesh: state replicated and donated, batch on `data`.
   The benchmarks time exactly these. `with_coarse`: the predict step also returns the model's coarse
-  prediction (before BSA-Net's ARM), see `step.predict_step`."""
+  prediction (before BSA-Net's ARM); `tta`: its flip averaging, see `step.predict_step`."""
   repl, batch_sharding = sharding_lib.replicated(mesh), sharding_lib.batch_sharding(mesh)
   train_fn = jax.jit(
       functools.partial(step_lib.train_step, model=model, tx=tx, schedule=schedule,
@@ -139,7 +139,8 @@ def jit_steps(model, tx, schedule, train_config: mlc.ConfigDict, mesh, state_sha
       in_shardings=(state_sharding, batch_sharding, repl),
       out_shardings=(state_sharding, repl),
       donate_argnums=(0,))
-  predict_fn = jax.jit(functools.partial(step_lib.predict_step, model=model, with_coarse=with_coarse),
+  predict_fn = jax.jit(functools.partial(step_lib.predict_step, model=model, with_coarse=with_coarse,
+                                         tta=tta),
                        in_shardings=(state_sharding, batch_sharding), out_shardings=batch_sharding)
   return train_fn, predict_fn
 
@@ -147,7 +148,8 @@ def jit_steps(model, tx, schedule, train_config: mlc.ConfigDict, mesh, state_sha
 def compile_steps(config: mlc.ConfigDict, run: Run, model, tx, schedule) -> Steps:
   """Shardings (state replicated, batch on `data`), the jitted train step and the evaluator."""
   mesh = run.mesh
-  init_fn = functools.partial(step_lib.init_state, model, tx, image_size=config.data.image_size)
+  init_fn = functools.partial(step_lib.init_state, model, tx, image_size=config.data.image_size,
+                              ema=config.train.ema_decay > 0)
   repl = sharding_lib.replicated(mesh)
   # Created under jit: device_put cannot target devices of other processes.
   base_rng = jax.jit(lambda: jax.random.key(config.seed), out_shardings=repl)()
@@ -158,7 +160,7 @@ def compile_steps(config: mlc.ConfigDict, run: Run, model, tx, schedule) -> Step
 
   # Polyp evaluations also score the coarse prediction (mDSC_coarse: what the ARM adds).
   train_fn, predict_fn = jit_steps(model, tx, schedule, config.train, mesh, state_sharding,
-                                   with_coarse=config.eval.kind == "polyp")
+                                   with_coarse=config.eval.kind == "polyp", tta=config.eval.tta)
   eval_bs = -(-config.eval.batch_size // run.num_devices) * run.num_devices
   evaluator = evaluate.get_evaluator(config.eval.kind)
 
@@ -195,8 +197,10 @@ def restore_or_init(config: mlc.ConfigDict, run: Run, steps: Steps, train_iter,
     if pretrained.requested(config.model_init):
       host = jax.device_get(state)
       params, batch_stats = pretrained.merge_into(config, host["params"], host["batch_stats"])
-      state = sharding_lib.put_global({**host, "params": params, "batch_stats": batch_stats},
-                                      steps.state_sharding)
+      host = {**host, "params": params, "batch_stats": batch_stats}
+      if "ema" in host:  # the average starts from the pretrained weights too
+        host["ema"] = {"params": params, "batch_stats": batch_stats}
+      state = sharding_lib.put_global(host, steps.state_sharding)
       logging.info("Loaded pretrained weights from --config.model_init=%s", config.model_init)
   return state, meta
 

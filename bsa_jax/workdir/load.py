@@ -16,6 +16,7 @@ import orbax.checkpoint as ocp
 from bsa_jax import cli
 from bsa_jax import config_lib
 from bsa_jax import models
+from bsa_jax.models import tta
 from bsa_jax.workdir import checkpoint as ckpt_lib
 
 
@@ -33,6 +34,7 @@ class Trained:
   predict: Callable[[dict], np.ndarray]
   # inputs -> (logits, {name: (B, h, w, C) features}) for the names in ATTENTION_MAPS the model has.
   predict_with_maps: Callable[[dict], tuple[np.ndarray, dict]]
+  tta: str = "none"  # the flip averaging of `predict` (models/tta.py)
 
   @property
   def image_size(self) -> int:
@@ -108,22 +110,30 @@ def restore_state(workdir: str, which: str, select_metric: str) -> tuple[int, st
     return chosen, selection, restored
 
 
-def load_trained(workdir: str, step: str = "best") -> Trained:
-  """Restores params and BatchNorm statistics of `step` and builds a jitted eval-mode predictor."""
+def load_trained(workdir: str, step: str = "best", tta_mode: str | None = None) -> Trained:
+  """Restores params and BatchNorm statistics of `step` and builds a jitted eval-mode predictor,
+  flip-averaged per `tta_mode` (None: the run's `config.eval.tta`)."""
   workdir = os.path.abspath(workdir)
   config = load_config(workdir)
   chosen, selection, restored = restore_state(workdir, step, config.eval.select_metric)
-  variables = {"params": restored["params"], "batch_stats": restored.get("batch_stats", {})}
+  # The weights evaluation used: their moving average when the run kept one (config.train.ema_decay).
+  variables = restored.get("ema") or {"params": restored["params"],
+                                      "batch_stats": restored.get("batch_stats", {})}
+  variables = {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
   model = models.build_model(config)
   variables = jax.tree.map(jnp.asarray, variables)
+  mode = tta.check_mode(tta_mode if tta_mode is not None else config.eval.tta)
 
-  apply = jax.jit(lambda v, inputs: model.apply(v, **inputs, train=False)[0])
+  apply = jax.jit(lambda v, inputs: tta.flip_averaged(
+      lambda x: model.apply(v, **x, train=False)[0], inputs, mode))
 
   @jax.jit
-  def apply_with_maps(v, inputs):
+  def apply_with_maps(v, inputs):  # the maps come from the plain (unflipped) pass
     logits, aux = model.apply(v, **inputs, train=False)
+    if mode != "none":
+      logits = tta.flip_averaged(lambda x: model.apply(v, **x, train=False)[0], inputs, mode)
     return logits, {k: aux[k] for k in ATTENTION_MAPS if k in aux}
 
-  return Trained(config=config, step=chosen, selection=selection, variables=variables,
+  return Trained(config=config, step=chosen, selection=selection, variables=variables, tta=mode,
                  predict=lambda inputs: np.asarray(apply(variables, inputs)),
                  predict_with_maps=lambda inputs: jax.device_get(apply_with_maps(variables, inputs)))
