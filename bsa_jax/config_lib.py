@@ -100,6 +100,9 @@ def base_config() -> mlc.ConfigDict:
   # >0: evaluation, checkpoint selection and every tool use an exponential moving average of the
   # weights (and BatchNorm statistics) with this decay (warmed up: min(decay, (1+t)/(10+t))).
   c.train.ema_decay = 0.0
+  # Stages (start_fraction, (size, ...)): each step trains at one of its stage's sizes, the batch
+  # resized on the device (bsa_jax/train/sizes.py); () trains at data.image_size.
+  c.train.size_schedule = ()
   c.train.compute_dtype = "float32"  # float32 | bfloat16 (params stay float32)
   c.train.loss = "structure"  # structure (binary, PraNet) | din (0.3 CE + 0.7 Dice + boundary)
   c.train.deep_supervision_weight = 1.0  # weight of each side output's loss

@@ -109,3 +109,29 @@ def test_flip_averaging_unflips_each_prediction(mode):
 def test_an_unknown_mode_names_the_key_and_the_choices():
   with pytest.raises(ValueError, match=r"eval.tta='rot'.*none, hflip, flips"):
     tta.flip_averaged(lambda x: x["image"], {"image": jnp.zeros((1, 2, 2, 1))}, "rot")
+
+
+@pytest.mark.slow  # a tiny training run and its re-evaluation (~1 min)
+def test_eval_workdir_scores_what_the_trainer_scored_with_average_and_flips(tmp_path, synthetic_root):
+  """The trainer's test numbers (its own predict step) equal `eval.workdir`'s (the tools' loader)
+  for a run with a moving average and flip TTA: both evaluate the same weights the same way."""
+  import json
+  from bsa_jax.eval import workdir as eval_workdir
+  from conftest import run_in_process
+  workdir = str(tmp_path / "run")
+  assert run_in_process(
+      "launch.py", "--config=configs/kvasir_unet.py:small", f"--workdir={workdir}",
+      f"--config.data.root={synthetic_root}",
+      '--config.data.train=("synthetic_polyps:paper712_train",)',
+      '--config.data.val=("synthetic_polyps:paper712_val",)',
+      '--config.data.test=("synthetic_polyps:paper712_test",)', "--config.data.image_size=32",
+      "--config.train.num_steps=4", "--config.data.max_eval_examples=8",
+      "--config.eval.num_overlays=0", "--config.train.progress_bar=False",
+      "--config.train.ema_decay=0.9", "--config.eval.tta=flips") == 0
+  with open(f"{workdir}/results/test_metrics.json") as f:
+    saved = json.load(f)
+  assert saved["provenance"]["tta"].startswith("flips") and "0.9" in saved["provenance"]["weights"]
+  again = eval_workdir.evaluate_workdir(workdir, num_overlays=0, progress=False)
+  (name, want), = saved["results"].items()
+  for key, value in want.items():
+    assert again[name][key] == pytest.approx(value, abs=1e-6), key

@@ -14,6 +14,7 @@ import optax
 
 from bsa_jax.models import tta as tta_lib
 from bsa_jax.train import losses
+from bsa_jax.train import sizes as sizes_lib
 
 
 def init_state(model, tx, rng: jax.Array, image_size: int, ema: bool = False) -> dict[str, Any]:
@@ -54,10 +55,13 @@ def model_inputs(batch: dict) -> dict:
   return {k: v for k, v in batch.items() if k.startswith("image")}
 
 
-def train_step(state, batch, base_rng, *, model, tx, schedule, train_config):
-  """One optimizer step on the global batch. Pure: (state, batch) → (new state, metrics)."""
+def train_step(state, batch, base_rng, *, model, tx, schedule, train_config, size=None):
+  """One optimizer step on the global batch. Pure: (state, batch) → (new state, metrics).
+  `size`: train on the batch resized to size×size (`train.size_schedule`), else as it comes."""
   step_rng = jax.random.fold_in(base_rng, state["step"])
   dropout_rng, points_rng = jax.random.split(step_rng)
+  if size is not None and size != batch["image"].shape[1]:
+    batch = sizes_lib.resize_batch(batch, size)
 
   inputs = model_inputs(batch)
 

@@ -31,6 +31,7 @@ from bsa_jax.models import pretrained
 from bsa_jax.train import optim
 from bsa_jax.train import progress as progress_lib
 from bsa_jax.train import sharding as sharding_lib
+from bsa_jax.train import sizes as sizes_lib
 from bsa_jax.train import step as step_lib
 from bsa_jax.workdir import checkpoint as ckpt_lib
 from bsa_jax.workdir import identity
@@ -71,6 +72,7 @@ class Inputs:
 class Steps:
   """The compiled train step, the evaluator (state, sets → metrics) and the state's initialiser."""
   train: Callable
+  train_at_size: Callable[[int], Callable]  # size -> the train step on batches resized to it
   evaluate: Callable
   init: Callable
   abstract_state: Any
@@ -115,6 +117,7 @@ def open_run(config: mlc.ConfigDict, workdir: str, allow_config_change: bool = F
 
 def build_inputs(config: mlc.ConfigDict, run: Run) -> Inputs:
   """This process's rows of every global training batch, the validation sets and the step counts."""
+  sizes_lib.check_schedule(config.train.size_schedule)  # refused before reading any data
   num_train = data_lib.num_examples(config.data, "train")
   total_steps, steps_per_epoch = config_lib.num_train_steps(config, num_train)
   train_iter = data_lib.train_iterator(
@@ -128,14 +131,15 @@ def build_inputs(config: mlc.ConfigDict, run: Run) -> Inputs:
 
 
 def jit_steps(model, tx, schedule, train_config: mlc.ConfigDict, mesh, state_sharding,
-              with_coarse: bool = False, tta: str = "none"):
+              with_coarse: bool = False, tta: str = "none", size: int | None = None):
   """(train step, predict step) jitted over the mesh: state replicated and donated, batch on `data`.
   The benchmarks time exactly these. `with_coarse`: the predict step also returns the model's coarse
-  prediction (before BSA-Net's ARM); `tta`: its flip averaging, see `step.predict_step`."""
+  prediction (before BSA-Net's ARM); `tta`: its flip averaging, see `step.predict_step`; `size`:
+  the train step's training size (`step.train_step`)."""
   repl, batch_sharding = sharding_lib.replicated(mesh), sharding_lib.batch_sharding(mesh)
   train_fn = jax.jit(
       functools.partial(step_lib.train_step, model=model, tx=tx, schedule=schedule,
-                        train_config=train_config),
+                        train_config=train_config, size=size),
       in_shardings=(state_sharding, batch_sharding, repl),
       out_shardings=(state_sharding, repl),
       donate_argnums=(0,))
@@ -161,6 +165,9 @@ def compile_steps(config: mlc.ConfigDict, run: Run, model, tx, schedule) -> Step
   # Polyp evaluations also score the coarse prediction (mDSC_coarse: what the ARM adds).
   train_fn, predict_fn = jit_steps(model, tx, schedule, config.train, mesh, state_sharding,
                                    with_coarse=config.eval.kind == "polyp", tta=config.eval.tta)
+  # One jitted step per training size of train.size_schedule (each compiled on first use).
+  train_at_size = functools.cache(lambda size: jit_steps(
+      model, tx, schedule, config.train, mesh, state_sharding, size=size)[0])
   eval_bs = -(-config.eval.batch_size // run.num_devices) * run.num_devices
   evaluator = evaluate.get_evaluator(config.eval.kind)
 
@@ -174,7 +181,7 @@ def compile_steps(config: mlc.ConfigDict, run: Run, model, tx, schedule) -> Step
       return multihost_utils.process_allgather(logits, tiled=True)
     return evaluator(predict_all, eval_sets, batch_size=eval_bs, **kwargs)
 
-  return Steps(train=train_fn, evaluate=run_eval,
+  return Steps(train=train_fn, train_at_size=train_at_size, evaluate=run_eval,
                init=jax.jit(init_fn, out_shardings=state_sharding), abstract_state=abstract_state,
                state_sharding=state_sharding, base_rng=base_rng)
 
@@ -228,7 +235,9 @@ def train_loop(config: mlc.ConfigDict, run: Run, inputs: Inputs, steps: Steps, s
         raise data_lib.DataError(f"{e}\nThe last checkpoint is step {checkpointer.latest_step()} in "
                                  f"{checkpointer.directory}.") from None
       batch = sharding_lib.global_batch(local_batch, run.mesh)
-      state, metrics = steps.train(state, batch, steps.base_rng)
+      size = sizes_lib.training_size(config.train.size_schedule, step, total_steps, config.seed)
+      train = steps.train if size is None else steps.train_at_size(size)
+      state, metrics = train(state, batch, steps.base_rng)
       step += 1
       interval_steps += 1
       host = _host_metrics({"loss": metrics["loss"], "grad_norm": metrics["grad_norm"]})
