@@ -9,11 +9,13 @@ with broken files built in tmp_path from real images, and asserts the new behavi
 """
 
 import json
+import multiprocessing
 import os
 import re
 import shutil
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -139,13 +141,19 @@ def test_verification_cache_forgets_deleted_files_and_folders(tmp_path):
   assert sorted(entries) == sorted(os.path.join(sub, n) for sub in ("images", "masks") for n in names[1:])
 
 
-@pytest.mark.slow  # two tiny training runs (~1 min on a quiet 2-core CPU)
+@pytest.mark.slow  # two tiny training runs: ~1.5 min, ~3 min with worker processes (quiet 2-core CPU)
+@pytest.mark.parametrize("num_workers", [0, 2])  # in-process threads; grain worker processes
 def test_file_breaking_during_training_stops_the_run_naming_it_checkpoints_intact(tmp_path,
-                                                                                    monkeypatch):
+                                                                                    monkeypatch,
+                                                                                    num_workers):
   from bsa_jax import train
   from bsa_jax.workdir import checkpoint as ckpt_lib
   names = _kvasir_copy(tmp_path, n=16)
-  config = _tiny_train_config(tmp_path, workdir_steps=6)  # 2 steps per epoch: every file 3 times
+  # 2 steps per epoch, so every file is read once per 2 steps. Worker processes decode batches far
+  # ahead while the step compiles (in one run, every batch up to step 18 before step 2 had ended).
+  steps = 6 if num_workers == 0 else 40
+  config = _tiny_train_config(tmp_path, workdir_steps=steps)
+  config.data.num_workers = num_workers
   victim = tmp_path / "kvasir_seg" / "images" / names[1]
   good = victim.read_bytes()
   real_save = ckpt_lib.Checkpointer.save
@@ -158,14 +166,25 @@ def test_file_breaking_during_training_stops_the_run_naming_it_checkpoints_intac
   workdir = str(tmp_path / "run")
   monkeypatch.setattr(ckpt_lib.Checkpointer, "save", save_then_break_a_file)
   with pytest.raises(data.DataError, match=r"Training stopped before step \d(?s:.*)" +
-                     re.escape(str(victim)) + r": cannot decode(?s:.*)The last checkpoint is step"):
+                     re.escape(str(victim)) + r": cannot decode(?s:.*)The last checkpoint is step"
+                     ) as stopped:
     train.main(config, workdir)
   monkeypatch.setattr(ckpt_lib.Checkpointer, "save", real_save)
+  assert not _children_after(10), "worker processes were left running"
+  last = re.search(r"The last checkpoint is step (\d+)", str(stopped.value)).group(1)
   entries = os.listdir(os.path.join(workdir, "checkpoints"))
-  assert "2" in entries and not [d for d in entries if "tmp" in d]  # every save completed
+  assert last in entries and not [d for d in entries if "tmp" in d]  # every save completed
   victim.write_bytes(good)  # replaced with a good copy: the same command resumes and finishes
   summary = train.main(config, workdir)
-  assert summary["step"] == 6
+  assert summary["step"] == steps
+
+
+def _children_after(seconds: float) -> list:
+  """This process's live multiprocessing children, waiting up to `seconds` for them to exit."""
+  deadline = time.monotonic() + seconds
+  while multiprocessing.active_children() and time.monotonic() < deadline:
+    time.sleep(0.2)
+  return multiprocessing.active_children()
 
 
 def test_pipeline_names_the_file_when_verification_is_off(tmp_path):
@@ -243,6 +262,27 @@ def test_12000px_png_is_refused_by_default_and_bounded_when_allowed(big_pair):
   skipped = []
   assert list(predict.read_images([str(image)], skipped)) == []
   assert str(image) in skipped[0][1] and "pixel limit of 100 Mpx" in skipped[0][1]
+
+
+@pytest.mark.slow  # a tiny training run, then a 12000x12000 prediction (~2 min on 2 cores)
+def test_predict_with_the_limit_lifted_holds_the_image_and_bands_only(big_pair, tmp_path):
+  """Outputs are made and written in bands of rows: the decoded image (576 MB in PIL) is the only
+  full-size array. Was 5.9 GB (float64 probability, float32 overlay and PIL copies at full size)."""
+  from bsa_jax import train
+  _kvasir_copy(tmp_path, n=8)
+  workdir, out = str(tmp_path / "run"), tmp_path / "out"
+  train.main(_tiny_train_config(tmp_path), workdir)
+  image = big_pair / "images" / "big.png"
+  rss, printed = _peak_rss_mb(
+      "from bsa_jax.tools import predict\n"
+      f"r = predict.run({workdir!r}, [{str(image)!r}], {str(out)!r}, max_pixels=None)\n"
+      "print('predicted', r['predicted'], r['skipped'])")
+  assert "predicted 1 []" in printed
+  for sub, name, mode in (("masks", "big.png", "L"), ("probabilities", "big.png", "L"),
+                          ("overlays", "big_overlay.png", "RGB")):
+    with Image.open(out / sub / name) as written:  # the header only: no decoding here
+      assert (written.size, written.mode) == ((BIG, BIG), mode)
+  assert rss < 1200, rss  # 0.96 GB measured: 0.3 GB of Python, JAX and the model, the image, bands
 
 
 def test_eval_scores_large_masks_at_their_size_one_pair_at_a_time(big_pair, tmp_path):

@@ -12,6 +12,10 @@ from PIL import Image
 
 from bsa_jax.workdir import checkpoint as ckpt_lib
 from bsa_jax import config_lib
+from bsa_jax import data
+from bsa_jax.eval import overlays
+from bsa_jax.tools import segment
+from bsa_jax.workdir import load
 from bsa_jax.eval import evaluate
 from bsa_jax.workdir import metric_writer
 from bsa_jax.tools import predict
@@ -144,3 +148,39 @@ def test_checkpoint_selection_never_reads_a_test_split(trained_workdir):
       assert events[i - 1] == ("eval", tuple(config.data.val))
   best = max(scored_saves, key=lambda e: e[2]["mDSC"])
   assert summary["best_step"] == best[1]
+
+
+def test_predict_outputs_made_in_bands_equal_the_whole_image_computation(trained_workdir, tmp_path,
+                                                                         synthetic_root, monkeypatch):
+  """Bands of a few rows (the contour crosses them) and images decoded again for writing give the
+  pixels of the whole-image formulas: sigmoid of the resized logits, its 8-bit rounding, the overlay."""
+  workdir = trained_workdir[0]
+  images_dir = os.path.join(synthetic_root, "synthetic_polyps", "images")
+  inputs = tmp_path / "in"
+  inputs.mkdir()
+  for i, n in enumerate(sorted(os.listdir(images_dir))[:2]):  # one enlarged: a 2-pixel contour
+    image = Image.open(os.path.join(images_dir, n)).convert("RGB")
+    (image.resize((650, 431), Image.BILINEAR) if i else image).save(inputs / f"{i}.png")
+  paths = sorted(str(p) for p in inputs.iterdir())
+  images = [data.load_image(p) for p in paths]
+  trained = load.load_trained(workdir)
+  probs, _ = segment.predict_probabilities(trained, images, tta=True)  # predict's batch
+  threshold = float(np.median(probs[1]))  # a tiny model's map may not cross 0.5: cut it in two
+  monkeypatch.setattr(predict, "BAND_PIXELS", 5000)  # 7 rows of 650 pixels per band
+  monkeypatch.setattr(predict, "HOLD_PIXELS", 0)  # the second image decoded again for its outputs
+  out = tmp_path / "out"
+  result = predict.run(workdir, [str(inputs)], str(out), tta=True, threshold=threshold)
+  assert result["predicted"] == 2
+  read = lambda p: np.asarray(Image.open(p))
+  for path, image, prob in zip(paths, images, probs):
+    stem = os.path.splitext(os.path.basename(path))[0]
+    np.testing.assert_array_equal(read(out / "masks" / f"{stem}.png"),
+                                  ((prob >= threshold) * 255).astype(np.uint8))
+    np.testing.assert_array_equal(read(out / "probabilities" / f"{stem}.png"),
+                                  np.round(prob * 255).astype(np.uint8))
+    np.testing.assert_array_equal(read(out / "overlays" / f"{stem}_overlay.png"),
+                                  overlays.overlay(image, prob, None, threshold))
+  assert overlays.contour(probs[1] >= threshold, 2).any()  # the contour crosses bands
+  page = (out / "index.html").read_text()
+  for prob in probs:
+    assert f"predicted area {100 * float((prob >= threshold).mean()):.1f}%" in page

@@ -99,6 +99,48 @@ def _open(path: str, max_pixels: int | None = DEFAULT_MAX_PIXELS, min_side: int 
   return img, factor
 
 
+def decode_rgb(path: str, *, max_pixels: int | None = DEFAULT_MAX_PIXELS,
+               min_side: int = 0) -> Image.Image:
+  """The decoded RGB PIL image that `load_image` returns as an array (same arguments, same pixels).
+
+  For callers that keep a large image only to read bands of it (`predict`'s overlays): PIL's buffer
+  is the one copy, instead of PIL's buffer and an array side by side while converting.
+  """
+  img, rest = _open(path, max_pixels, min_side)
+  if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+    # 16-bit/float images: scale the actual range to 0..255 rather than clipping.
+    arr = np.asarray(img, np.float64)[::rest, ::rest]
+    lo, hi = float(arr.min()), float(arr.max())
+    arr = np.zeros_like(arr) if hi <= lo else (arr - lo) / (hi - lo) * 255.0
+    return Image.fromarray(np.repeat(np.round(arr).astype(np.uint8)[..., None], 3, axis=-1))
+  if rest > 1 and img.mode in ("L", "RGB", "LA", "RGBA"):  # reduce before converting: less memory
+    img, rest = img.reduce(rest), 1
+  if img.mode != "RGB":
+    img = img.convert("RGB")
+  if rest > 1:
+    img = img.reduce(rest)
+  return img
+
+
+def rgb_rows(img: Image.Image, start: int = 0, stop: int | None = None) -> np.ndarray:
+  """Rows start:stop of an RGB PIL image as a uint8 (rows, W, 3) array, in strips of rows.
+
+  `np.asarray(img)` goes through `tobytes`, which holds the pixels twice more while joining its
+  chunks (864 MB beside the 576 MB PIL holds for a 12000x12000 image); strips keep the extra
+  memory to one strip.
+  """
+  w, h = img.size
+  stop = h if stop is None else stop
+  rows = max(1, (1 << 22) // max(1, w))  # ~12 MB strips
+  if (start, stop) == (0, h) and h <= rows:  # one strip: the image itself
+    return np.asarray(img, np.uint8)
+  out = np.empty((stop - start, w, 3), np.uint8)
+  for y0 in range(start, stop, rows):
+    y1 = min(stop, y0 + rows)
+    out[y0 - start:y1 - start] = np.asarray(img.crop((0, y0, w, y1)))
+  return out
+
+
 def load_image(path: str, *, max_pixels: int | None = DEFAULT_MAX_PIXELS,
                min_side: int = 0) -> np.ndarray:
   """Reads an image file as uint8 (H, W, 3) RGB (grayscale is repeated, alpha dropped).
@@ -110,20 +152,11 @@ def load_image(path: str, *, max_pixels: int | None = DEFAULT_MAX_PIXELS,
     min_side: 0 decodes at full size. Otherwise the image is reduced by the largest power of two f
       that keeps min_side pixels on its short side (JPEG: while decoding): (H, W) = ceil(size / f).
   """
-  img, rest = _open(path, max_pixels, min_side)
-  if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-    # 16-bit/float images: scale the actual range to 0..255 rather than clipping.
-    arr = np.asarray(img, np.float64)[::rest, ::rest]
-    lo, hi = float(arr.min()), float(arr.max())
-    arr = np.zeros_like(arr) if hi <= lo else (arr - lo) / (hi - lo) * 255.0
-    return np.repeat(np.round(arr).astype(np.uint8)[..., None], 3, axis=-1)
-  if rest > 1 and img.mode in ("L", "RGB", "LA", "RGBA"):  # reduce before converting: less memory
-    img, rest = img.reduce(rest), 1
-  if img.mode != "RGB":
-    img = img.convert("RGB")
-  if rest > 1:
-    img = img.reduce(rest)
-  return np.asarray(img, np.uint8)  # (H, W, 3)
+  img = decode_rgb(path, max_pixels=max_pixels, min_side=min_side)
+  try:
+    return rgb_rows(img)  # (H, W, 3)
+  finally:
+    img.close()
 
 
 # ------------------------------------------------------------------------------------------------

@@ -28,7 +28,15 @@ def resize_image(image: np.ndarray, size: int) -> np.ndarray:
     h, w = image.shape[:2]
     factors = (size / h, size / w) + (1,) * (image.ndim - 2)
     return ndimage.zoom(image.astype(np.float32), factors, order=3)
-  return np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR))
+  return resize_pil(Image.fromarray(image), size)
+
+
+def resize_pil(img: Image.Image, size: int) -> np.ndarray:
+  """uint8 (size, size, C) of a PIL image, bilinear: `resize_image` of its array, the same pixels.
+
+  For an image already decoded into PIL (`predict` keeps large images there), without the array.
+  """
+  return np.asarray(img.resize((size, size), Image.BILINEAR))
 
 
 def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:

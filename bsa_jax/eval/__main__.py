@@ -70,15 +70,9 @@ def score_pair(pair: io.Pair, max_pixels: int | None = None) -> tuple[dict, bool
 def _resize_in_bands(pred: np.ndarray, shape: tuple[int, int], rows: int = 256) -> np.ndarray:
   """`np.clip(metrics.resize_prediction(pred, shape), 0, 1)`, the same bits, one band of output rows
   at a time: one full-size float64 map instead of three."""
-  x = pred / 255 if pred.dtype == np.uint8 else pred.astype(np.float64)
-  (h, w), (out_h, out_w) = x.shape, shape
-  y0, y1, wy = metrics._linear_taps(h, out_h)
-  x0, x1, wx = metrics._linear_taps(w, out_w)
   out = np.empty(shape, np.float64)
-  for a in range(0, out_h, rows):
-    b = min(out_h, a + rows)
-    band = x[y0[a:b], :] * (1 - wy[a:b])[:, None] + x[y1[a:b], :] * wy[a:b][:, None]  # (b - a, w)
-    out[a:b] = band[:, x0] * (1 - wx) + band[:, x1] * wx
+  for a in range(0, shape[0], rows):
+    out[a:a + rows] = metrics.resize_rows(pred, shape, a, min(shape[0], a + rows))
   return np.clip(out, 0, 1, out=out)
 
 

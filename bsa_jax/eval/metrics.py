@@ -296,33 +296,62 @@ class Scratch:
   one per thread.
   """
 
+  # Buffers up to this size are kept for the next map. Larger ones (a 12000x12000 map's) are fresh
+  # arrays, freed as soon as their user drops them: kept, every work array of F^w would stay
+  # allocated at once (59 bytes per pixel), where only a few are alive at any time.
+  KEEP_BYTES = 64 << 20
+
   def __init__(self):
     self._buffers: dict[str, np.ndarray] = {}
 
   def get(self, name: str, shape: tuple[int, ...], dtype) -> np.ndarray:
     """A C-contiguous `shape` array of `dtype` on buffer `name`; its contents are undefined."""
     size = math.prod(shape)
+    if size * np.dtype(dtype).itemsize > self.KEEP_BYTES:
+      self._buffers.pop(name, None)
+      return np.empty(shape, dtype)
     buffer = self._buffers.get(name)
     if buffer is None or buffer.size < size or buffer.dtype != dtype:
       buffer = self._buffers[name] = np.empty(size, dtype)
     return buffer[:size].reshape(shape)
 
 
-def squared_distances(nearest: np.ndarray) -> np.ndarray:
-  """(H, W) integer squared distance from each pixel to the pixel `nearest` (2, H, W) points to.
-
-  Computed in place: returns nearest[0] overwritten, and overwrites nearest[1].
-  """
-  _, h, w = nearest.shape
-  if (h - 1)**2 + (w - 1)**2 >= np.iinfo(nearest.dtype).max:
-    nearest = nearest.astype(np.int64)
-  dy, dx = nearest
-  dy -= np.arange(h, dtype=dy.dtype)[:, None]
+def squared_distances(nearest: np.ndarray, start: int, stop: int,
+                      scratch: Scratch | None = None) -> np.ndarray:
+  """(stop - start, W) int64 squared distance from the pixels of rows start:stop to the pixel
+  `nearest` (2, H, W) points to; a band of rows at a time, on work arrays from `scratch`."""
+  scratch = Scratch() if scratch is None else scratch
+  shape = (stop - start, nearest.shape[2])
+  dy = scratch.get("dy", shape, np.int64)
+  np.subtract(nearest[0, start:stop], np.arange(start, stop)[:, None], out=dy, dtype=np.int64)
+  dx = scratch.get("dx", shape, np.int64)
+  np.subtract(nearest[1, start:stop], np.arange(shape[1]), out=dx, dtype=np.int64)
   dy *= dy
-  dx -= np.arange(w, dtype=dx.dtype)
   dx *= dx
   dy += dx
   return dy
+
+
+# Whole-image work of F^w beyond the distance transform runs in bands of about this many pixels.
+BAND_PIXELS = 1 << 20
+
+
+def _bands(height: int, width: int, halo: int = 0):
+  """(start, stop, lo, hi) per band of rows: the band start:stop and its rows lo:hi with `halo`
+  more rows on each side (clipped to the image)."""
+  step = max(1, BAND_PIXELS // max(1, width))
+  for start in range(0, height, step):
+    stop = min(height, start + step)
+    yield start, stop, max(0, start - halo), min(height, stop + halo)
+
+
+def _map_values(pred: np.ndarray, values: np.ndarray | None, out: np.ndarray) -> np.ndarray:
+  """The [0, 1] values of (part of) a map: a float map itself, or a uint8 map's levels looked up
+  in its table `values` (256,) of `normalize_prediction` results into `out` (float64, pred's
+  shape), which gives the same bits."""
+  if values is None:
+    return pred
+  return values.take(pred, out=out, mode="clip")  # levels are 0..255: nothing is clipped
 
 
 def _bounding_box(profiles, shape, margin: int) -> tuple[slice, slice]:
@@ -337,7 +366,8 @@ def _union(a: tuple[slice, slice], b: tuple[slice, slice]) -> tuple[slice, slice
   return tuple(slice(min(x.start, y.start), max(x.stop, y.stop)) for x, y in zip(a, b))
 
 
-def distance_window(pred: np.ndarray, profiles, zeros: int | None = None) -> tuple[slice, slice]:
+def distance_window(pred: np.ndarray, profiles, zeros: int | None = None,
+                    values: np.ndarray | None = None) -> tuple[slice, slice]:
   """The box the distance transform has to cover for F^w; outside it, pred is 0 or importance is 2.
 
   Every background pixel's error is weighted by an importance that depends on its distance to the
@@ -352,7 +382,7 @@ def distance_window(pred: np.ndarray, profiles, zeros: int | None = None) -> tup
   far = _bounding_box(profiles, pred.shape, FAR_DISTANCE)
   if zeros is not None and 4 * zeros < pred.size:
     return far
-  nonzero = pred[far] != 0
+  nonzero = pred[far] != 0 if values is None else (values != 0).take(pred[far])
   rows, cols = np.flatnonzero(nonzero.any(axis=1)), np.flatnonzero(nonzero.any(axis=0))
   if not rows.size:
     return near
@@ -361,15 +391,26 @@ def distance_window(pred: np.ndarray, profiles, zeros: int | None = None) -> tup
                        slice(c.start + cols[0], c.start + cols[-1] + 1)))
 
 
-def _sum_outside(x: np.ndarray, window: tuple[slice, slice]) -> float:
-  """Sum of x over the pixels outside `window` (four strips around it)."""
+def _sum_outside(pred: np.ndarray, window: tuple[slice, slice], values=None) -> float:
+  """Sum of the map's values over the pixels outside `window` (four strips around it).
+
+  A uint8 map's strips are looked up into arrays laid out like the float map's strips (whole rows
+  above and below; rows of a wider array beside), so numpy sums them in the same order.
+  """
   rows, cols = window
-  return float(x[:rows.start].sum() + x[rows.stop:].sum() + x[rows, :cols.start].sum() +
-               x[rows, cols.stop:].sum())
+  if values is None:
+    return float(pred[:rows.start].sum() + pred[rows.stop:].sum() + pred[rows, :cols.start].sum() +
+                 pred[rows, cols.stop:].sum())
+  total = values.take(pred[:rows.start]).sum() + values.take(pred[rows.stop:]).sum()
+  for side in (pred[rows, :cols.start], pred[rows, cols.stop:]):
+    strided = np.empty((side.shape[0], side.shape[1] + 1))[:, :side.shape[1]]
+    total += values.take(side, out=strided).sum()
+  return float(total)
 
 
 def _foreground_error_sum(pred: np.ndarray, gt: np.ndarray, nearest: np.ndarray,
-                          window: tuple[slice, slice], profiles, scratch: Scratch) -> float:
+                          window: tuple[slice, slice], profiles, scratch: Scratch,
+                          values: np.ndarray | None = None) -> float:
   """Sum over the foreground of min(blurred error, error), the toolbox's MIN_E_EA on the foreground.
 
   nearest: (2, h, w) nearest foreground pixels of `window`, in its coordinates. The error
@@ -377,30 +418,43 @@ def _foreground_error_sum(pred: np.ndarray, gt: np.ndarray, nearest: np.ndarray,
   foreground pixel before the 7x7 Gaussian blur. Only foreground values of the blur are used, so it
   runs on the foreground's bounding box grown by the kernel radius: inside it every blurred
   foreground value sees the same neighbours as on the whole image (zeros beyond the image's edge).
+  The box is done in bands of rows, each with the 3 rows above and below that the vertical blur
+  reads; the foreground values are gathered in raster order and summed once, as over the whole box.
   """
   rows, cols = _bounding_box(profiles, gt.shape, WFM_KERNEL // 2)
   (r0, c0), width = (window[0].start, window[1].start), gt.shape[1]
-  box = slice(rows.start - r0, rows.stop - r0), slice(cols.start - c0, cols.stop - c0)
-  shape = (rows.stop - rows.start, cols.stop - cols.start)
-  flat = scratch.get("flat", shape, np.intp)  # flat image index of each pixel's nearest one
-  np.multiply(nearest[0][box], width, out=flat)
-  flat += nearest[1][box]
-  flat += r0 * width + c0
-  err_nearest = np.ravel(pred).take(flat, out=scratch.get("err", shape, np.float64))
-  np.subtract(1, err_nearest, out=err_nearest)
+  box_rows = slice(rows.start - r0, rows.stop - r0)
+  box_cols = slice(cols.start - c0, cols.stop - c0)
+  height, box_width = rows.stop - rows.start, cols.stop - cols.start
+  foreground = gt[rows, cols]
+  picked = scratch.get("picked", (int(np.count_nonzero(foreground)),), np.float64)
   g = gaussian_kernel_1d()
-  rows_blurred = scratch.get("rows_blurred", shape, np.float64)
-  ndimage.correlate1d(err_nearest, g, axis=0, output=rows_blurred, mode="constant", cval=0.0)
-  blurred = scratch.get("blurred", shape, np.float64)
-  ndimage.correlate1d(rows_blurred, g, axis=1, output=blurred, mode="constant", cval=0.0)
-  np.minimum(blurred, err_nearest, out=blurred)
-  # Foreground pixels are their own nearest pixel, so err_nearest there is their own error. Masking
-  # the box keeps raster order: the same terms in the same order as summing over the whole image.
-  return float(np.sum(blurred[gt[rows, cols]]))
+  filled, pixels = 0, np.ravel(pred)
+  for start, stop, lo, hi in _bands(height, box_width, WFM_KERNEL // 2):
+    shape, core = (hi - lo, box_width), slice(start - lo, stop - lo)
+    flat = scratch.get("flat", shape, np.intp)  # flat image index of each pixel's nearest one
+    np.multiply(nearest[0, box_rows][lo:hi, box_cols], width, out=flat, dtype=np.intp)
+    flat += nearest[1, box_rows][lo:hi, box_cols]
+    flat += r0 * width + c0
+    nearest_pred = pixels.take(flat, out=scratch.get("nearest_pred", shape, pred.dtype),
+                               mode="clip")  # the indices are inside the image
+    err = _map_values(nearest_pred, values, scratch.get("err", shape, np.float64))
+    np.subtract(1, err, out=err)
+    columns = scratch.get("columns", shape, np.float64)
+    ndimage.correlate1d(err, g, axis=0, output=columns, mode="constant", cval=0.0)
+    blurred = scratch.get("blurred", (stop - start, box_width), np.float64)
+    ndimage.correlate1d(columns[core], g, axis=1, output=blurred, mode="constant", cval=0.0)
+    np.minimum(blurred, err[core], out=blurred)
+    # Foreground pixels are their own nearest pixel, so err there is their own error.
+    band = blurred[foreground[start:stop]]
+    picked[filled:filled + len(band)] = band
+    filled += len(band)
+  return float(np.sum(picked))
 
 
 def weighted_fmeasure(pred: np.ndarray, gt: np.ndarray, beta2: float = F_BETA2, profiles=None,
-                      zeros: int | None = None, scratch: Scratch | None = None) -> float:
+                      zeros: int | None = None, scratch: Scratch | None = None,
+                      values: np.ndarray | None = None) -> float:
   """F^w_beta of a [0, 1] map; 0 for an empty GT (MATLAB gives NaN, pysodmetrics 0).
 
   The exact distance transform (scipy's, the toolbox's bwdist(GT) with nearest indices) is the main
@@ -408,25 +462,37 @@ def weighted_fmeasure(pred: np.ndarray, gt: np.ndarray, beta2: float = F_BETA2, 
   term is a table lookup of the importance by integer squared distance times the prediction, and the
   blur runs on the foreground's bounding box. `profiles` are `foreground_profiles(gt)` and `zeros`
   the number of exact zeros in pred, if the caller has them; `scratch` lends the work arrays.
+  With `values` (256,), pred is a uint8 map and `values[pred]` the map scored (`value_tables`),
+  looked up band by band instead of being made whole.
+
+  Memory: besides pred and gt, the transform's int32 indices (8 bytes per pixel of the window) and
+  then one float64 map of the window (8 more), plus bands; scipy adds 9 bytes per pixel while it
+  runs. A 12000x12000 pair peaked at 6.2 GB before (every work array alive at once).
   """
   rows, cols = foreground_profiles(gt) if profiles is None else profiles
   fg = int(rows.sum())
   if fg == 0:
     return 0.0
   scratch = Scratch() if scratch is None else scratch
-  window = distance_window(pred, (rows, cols), zeros)
+  window = distance_window(pred, (rows, cols), zeros, values)
   background = np.logical_not(gt[window], out=scratch.get("background", gt[window].shape, bool))
   nearest = scratch.get("nearest", (2,) + background.shape, np.int32)
   ndimage.distance_transform_edt(background, return_distances=False, return_indices=True,
                                  indices=nearest)
-  err_fg = _foreground_error_sum(pred, gt, nearest, window, (rows, cols), scratch)
-  d2 = squared_distances(nearest)  # nearest is used up
-  importance = _IMPORTANCE.take(d2, mode="clip",  # 0 on the foreground
-                                out=scratch.get("importance", d2.shape, np.float64))
-  # The background's weighted error is pred * importance; outside the window importance is 2 or
-  # pred is 0.
-  fp_w = float(np.sum(np.multiply(pred[window], importance, out=importance)))
-  fp_w += 2 * _sum_outside(pred, window)
+  del background
+  err_fg = _foreground_error_sum(pred, gt, nearest, window, (rows, cols), scratch, values)
+  # The background's weighted error is pred * importance (0 on the foreground), by bands into one
+  # array summed once; outside the window importance is 2 or pred is 0.
+  weighted = scratch.get("importance", nearest.shape[1:], np.float64)
+  part = pred[window]
+  for start, stop, _, _ in _bands(*weighted.shape):
+    band = weighted[start:stop]
+    _IMPORTANCE.take(squared_distances(nearest, start, stop, scratch), mode="clip", out=band)
+    band *= _map_values(part[start:stop], values, scratch.get("pred", band.shape, np.float64))
+  del nearest
+  fp_w = float(np.sum(weighted))
+  del weighted
+  fp_w += 2 * _sum_outside(pred, window, values)
   tp_w = fg - err_fg
   recall = 1 - err_fg / fg
   precision = tp_w / (tp_w + fp_w + EPS)
@@ -449,19 +515,6 @@ def value_tables(lowest, highest) -> np.ndarray:
   span = hi - lo
   scaled = np.clip((x - lo) / np.where(span != 0, span, 1.0), 0.0, 1.0)
   return np.where(span != 0, scaled, x)  # a constant map is left as is
-
-
-def normalized_map(pred: np.ndarray, lowest: int, highest: int, out: np.ndarray) -> np.ndarray:
-  """`normalize_prediction` of a uint8 map spanning [lowest, highest], written into `out` (float64).
-
-  The same float64 operations on the same values, so the same bits, without temporaries.
-  """
-  np.divide(pred, 255, out=out)
-  if highest != lowest:
-    lo, hi = lowest / 255, highest / 255
-    np.subtract(out, lo, out=out)
-    np.divide(out, hi - lo, out=out)
-  return out
 
 
 def quadrant_histograms(pred: np.ndarray, gt: np.ndarray, split: tuple[int, int],
@@ -618,8 +671,8 @@ def uint8_batch_scores(preds: Sequence[np.ndarray], gts: Sequence[np.ndarray],
   One bincount per image gives its value counts per class and S-measure quadrant. The threshold
   curves, MAE, S-measure, E-measures and Dice@0.5 of all B maps then follow together from these
   (B, 4, 2, 256) counts and a (B, 256) table of normalised values; only F^w (the distance transform)
-  and the float map it needs touch every pixel again. Equal to `pixel_image_scores` (tested).
-  Image-sized work arrays come from `scratch` (largest map first, so they are allocated once).
+  touches every pixel again, looking its values up in that table. Equal to `pixel_image_scores`
+  (tested). Work arrays come from `scratch` (largest map first, so they are allocated once).
   """
   profiles = [foreground_profiles(gt) for gt in gts]
   fg = np.array([rows.sum() for rows, _ in profiles])
@@ -641,10 +694,9 @@ def uint8_batch_scores(preds: Sequence[np.ndarray], gts: Sequence[np.ndarray],
   def prob(b):  # map b normalised, bit-equal to normalize_prediction(preds[b])
     return values[b].take(preds[b])
 
-  def fw(b):
-    out = scratch.get("prob", preds[b].shape, np.float64)
-    return weighted_fmeasure(normalized_map(preds[b], lowest[b], highest[b], out), gts[b],
-                             profiles=profiles[b], zeros=zeros[b], scratch=scratch)
+  def fw(b):  # on the uint8 map and its table: no image-sized float map
+    return weighted_fmeasure(preds[b], gts[b], profiles=profiles[b], zeros=zeros[b],
+                             scratch=scratch, values=values[b])
 
   def pixel_ssim(b, q):
     part = quadrants(splits[b])[q]
@@ -832,13 +884,28 @@ def resize_prediction(prob_or_logits: np.ndarray, shape: tuple[int, int]) -> np.
   script to bring logits to the GT's size (then sigmoid). Returns float64; uint8 input is scaled to
   [0, 1] first.
   """
+  return resize_rows(prob_or_logits, shape, 0, shape[0])
+
+
+def resize_rows(prob_or_logits: np.ndarray, shape: tuple[int, int], start: int,
+                stop: int) -> np.ndarray:
+  """Output rows start:stop of `resize_prediction(prob_or_logits, shape)`, with the same bits.
+
+  Every output pixel is the same few float64 operations on the same inputs, so computing a band
+  of rows at a time gives the whole map's values while holding only that band: large maps are
+  resized, thresholded and written in bands (`predict`, the eval CLI).
+  """
   x = np.asarray(prob_or_logits)
-  x = x / 255 if x.dtype == np.uint8 else x.astype(np.float64)
   h, w = x.shape[-2:]
   out_h, out_w = shape
   if (h, w) == (out_h, out_w):
-    return x
-  y0, y1, wy = _linear_taps(h, out_h)
+    return _as_float(x[..., start:stop, :])
+  y0, y1, wy = (t[start:stop] for t in _linear_taps(h, out_h))
   x0, x1, wx = _linear_taps(w, out_w)
-  rows = x[..., y0, :] * (1 - wy)[:, None] + x[..., y1, :] * wy[:, None]  # (..., H, w)
-  return rows[..., x0] * (1 - wx) + rows[..., x1] * wx  # (..., H, W)
+  rows = _as_float(x[..., y0, :]) * (1 - wy)[:, None] + _as_float(x[..., y1, :]) * wy[:, None]
+  return rows[..., x0] * (1 - wx) + rows[..., x1] * wx  # (..., stop - start, W)
+
+
+def _as_float(x: np.ndarray) -> np.ndarray:
+  """float64 values of a map: uint8 is divided by 255 (elementwise, so any part gives the same bits)."""
+  return x / 255 if x.dtype == np.uint8 else x.astype(np.float64)

@@ -23,16 +23,32 @@ def contour(mask: np.ndarray, thickness: int = 2) -> np.ndarray:
   return mask & ~eroded
 
 
+def contour_thickness(shape: tuple[int, ...]) -> int:
+  """Contour width in pixels for an image of this (H, W[, C]) shape: about 1/300 of its long side."""
+  return max(1, round(max(shape[:2]) / 300))
+
+
 def overlay(image: np.ndarray, prob: np.ndarray, gt: np.ndarray | None = None,
             threshold: float = 0.5, alpha: float = 0.35) -> np.ndarray:
   """Draws the prediction (tint + contour) and optional GT contour on `image` (H, W, 3) uint8."""
   pred = prob >= threshold
+  thickness = contour_thickness(image.shape)
+  gt_edges = None if gt is None else contour(gt.astype(bool), thickness)
+  return paint(image, pred, contour(pred, thickness), gt_edges, alpha)
+
+
+def paint(image: np.ndarray, pred: np.ndarray, edges: np.ndarray,
+          gt_edges: np.ndarray | None = None, alpha: float = 0.35) -> np.ndarray:
+  """The overlay's pixels from the prediction, its contour and the GT's contour (all bool (H, W)).
+
+  Pixel by pixel, so it can draw any band of rows of a large image (`predict` does) given the
+  contours of that band.
+  """
   out = image.astype(np.float32)
   out[pred] = (1 - alpha) * out[pred] + alpha * PRED_COLOR
-  thickness = max(1, round(max(image.shape[:2]) / 300))
-  out[contour(pred, thickness)] = PRED_COLOR
-  if gt is not None:
-    out[contour(gt.astype(bool), thickness)] = GT_COLOR
+  out[edges] = PRED_COLOR
+  if gt_edges is not None:
+    out[gt_edges] = GT_COLOR
   return out.clip(0, 255).astype(np.uint8)
 
 
@@ -96,6 +112,17 @@ def feature_energy(features: np.ndarray) -> np.ndarray:
 def heatmap_overlay(image: np.ndarray, heat: np.ndarray, alpha: float = 0.5) -> np.ndarray:
   """Blends a [0, 1] heat map (any size; resized bilinearly) over `image` (H, W, 3) uint8."""
   h, w = image.shape[:2]
-  heat_img = Image.fromarray(np.uint8(np.clip(heat, 0, 1) * 255)).resize((w, h), Image.BILINEAR)
-  colored = colorize(np.asarray(heat_img, np.float32) / 255).astype(np.float32)
+  return blend_heat(image, np.asarray(heat_at_size(heat, (h, w))), alpha)
+
+
+def heat_at_size(heat: np.ndarray, shape: tuple[int, int]) -> Image.Image:
+  """A [0, 1] heat map as an 8-bit PIL image resized bilinearly to `shape` (H, W)."""
+  h, w = shape
+  return Image.fromarray(np.uint8(np.clip(heat, 0, 1) * 255)).resize((w, h), Image.BILINEAR)
+
+
+def blend_heat(image: np.ndarray, heat: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+  """`image` (H, W, 3) uint8 blended with the hot colours of `heat_at_size`'s uint8 levels (H, W),
+  pixel by pixel (any band of rows gives that band of the whole overlay)."""
+  colored = colorize(np.asarray(heat, np.float32) / 255).astype(np.float32)
   return ((1 - alpha) * image.astype(np.float32) + alpha * colored).clip(0, 255).astype(np.uint8)

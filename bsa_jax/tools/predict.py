@@ -9,11 +9,21 @@ import numpy as np
 from PIL import Image
 
 from bsa_jax import compile_cache
-from bsa_jax.data.io import DEFAULT_MAX_PIXELS, DataError, load_image
+from bsa_jax.data import preprocess
+from bsa_jax.data.io import DEFAULT_MAX_PIXELS, DataError, decode_rgb, rgb_rows
 from bsa_jax.eval import overlays as viz
 from bsa_jax.tools import video
-from bsa_jax.tools.segment import predict_probabilities
+from bsa_jax.tools.png_rows import PngRows
+from bsa_jax.tools.segment import predict_logits, probability_rows
 from bsa_jax.workdir import load as inference
+
+# Outputs are computed and written this many pixels (whole rows) at a time: a band's float64
+# probabilities, float32 overlay and their temporaries stay near 75 MB whatever the image's size.
+BAND_PIXELS = 1 << 20
+# Images waiting for their batch stay decoded up to this many pixels in all (and the first, whatever
+# its size); the others are decoded again when their outputs are written (until then the network
+# needs only their resized copy).
+HOLD_PIXELS = 64_000_000
 
 
 def list_inputs(inputs: Sequence[str]) -> tuple[list[str], list[tuple[str, str]]]:
@@ -70,13 +80,18 @@ def output_names(paths: Sequence[str]) -> dict[str, str]:
 
 
 def read_images(paths: Sequence[str], skipped: list[tuple[str, str]],
-                max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Iterator[tuple[str, np.ndarray]]:
-  """Yields (path, uint8 (H, W, 3)); files PIL cannot read go to `skipped` with the reason."""
+                max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Iterator[tuple[str, Image.Image]]:
+  """Yields (path, decoded RGB PIL image); files PIL cannot read go to `skipped` with the reason.
+
+  Images stay in PIL's buffer (no array copy); `rgb_rows` reads bands of them.
+  """
   for path in paths:
     try:
-      yield path, load_image(path, max_pixels=max_pixels)
+      image = decode_rgb(path, max_pixels=max_pixels)
     except (DataError, OSError) as e:
       skipped.append((path, str(e)))
+      continue
+    yield path, image
 
 
 def skip_reasons(skipped: Sequence[tuple[str, str]]) -> dict[str, int]:
@@ -91,19 +106,55 @@ def skip_reasons(skipped: Sequence[tuple[str, str]]) -> dict[str, int]:
   return kinds
 
 
-def write_outputs(out_dir: str, stem: str, image: np.ndarray, prob: np.ndarray,
+def band_rows(width: int) -> int:
+  """Rows per band of an image `width` pixels wide (BAND_PIXELS pixels, at least one row)."""
+  return max(1, BAND_PIXELS // max(1, width))
+
+
+def write_outputs(out_dir: str, stem: str, image: Image.Image, logits: np.ndarray,
                   threshold: float) -> tuple[str, str, float]:
   """Mask, probability map and overlay of one image; returns its index entry (stem, path, area).
 
   `masks/` and `probabilities/` hold `<stem>.png`, so `python -m bsa_jax.eval
-  --pred_dir=OUT/probabilities --gt_dir=...` scores them directly.
+  --pred_dir=OUT/probabilities --gt_dir=...` scores them directly. All three are made from the
+  network's logits (S, S) at the image's size a band of rows at a time, and streamed to their
+  files: memory follows the band, not the image (12000x12000: 5.9 GB before). The pixels are
+  those of the whole-image computation (`segment.predict_probabilities` and `overlays.overlay`):
+  every step is pixel by pixel except the contour, whose band is computed with `thickness` rows
+  above and below it, which is all the erosion reads.
   """
-  Image.fromarray(((prob >= threshold) * 255).astype(np.uint8)).save(
-      os.path.join(out_dir, "masks", f"{stem}.png"))
-  Image.fromarray(np.round(prob * 255).astype(np.uint8)).save(
-      os.path.join(out_dir, "probabilities", f"{stem}.png"))
-  name, area = viz.save_overlay(os.path.join(out_dir, "overlays"), stem, image, prob, None, threshold)
-  return stem, f"overlays/{name}", area
+  w, h = image.size
+  thickness = viz.contour_thickness((h, w))
+  name = f"{stem}_overlay.png"
+  foreground = 0
+  with PngRows(os.path.join(out_dir, "masks", f"{stem}.png"), w, h, "L") as masks, \
+      PngRows(os.path.join(out_dir, "probabilities", f"{stem}.png"), w, h, "L") as probs, \
+      PngRows(os.path.join(out_dir, "overlays", name), w, h, "RGB") as overlays:
+    step = band_rows(w)
+    for start in range(0, h, step):
+      stop = min(h, start + step)
+      top, bottom = max(0, start - thickness), min(h, stop + thickness)  # the contour's context
+      prob = probability_rows(logits, (h, w), top, bottom)
+      pred = prob >= threshold
+      core = slice(start - top, stop - top)
+      masks.write(pred[core].astype(np.uint8) * 255)
+      probs.write(np.round(prob[core] * 255).astype(np.uint8))
+      edges = viz.contour(pred, thickness)[core]
+      overlays.write(viz.paint(rgb_rows(image, start, stop), pred[core], edges))
+      foreground += int(np.count_nonzero(pred[core]))
+  return stem, f"overlays/{name}", foreground / (h * w)
+
+
+def write_heatmap(path: str, image: Image.Image, energy: np.ndarray) -> None:
+  """`overlays.heatmap_overlay(image, energy)` written to `path` a band of rows at a time."""
+  w, h = image.size
+  heat = viz.heat_at_size(energy, (h, w))  # one byte per pixel
+  step = band_rows(w)
+  with PngRows(path, w, h, "RGB") as out:
+    for start in range(0, h, step):
+      stop = min(h, start + step)
+      out.write(viz.blend_heat(rgb_rows(image, start, stop),
+                               np.asarray(heat.crop((0, start, w, stop)))))
 
 
 def run(workdir: str, inputs: Sequence[str], output: str, *, step: str = "best", tta: bool = False,
@@ -135,24 +186,35 @@ def run(workdir: str, inputs: Sequence[str], output: str, *, step: str = "best",
   names = output_names(paths)
   for sub in ("masks", "probabilities", "overlays") + (("attention",) if attention else ()):
     os.makedirs(os.path.join(output, sub), exist_ok=True)
-  entries, pending = [], []  # index entries; images waiting for a full batch
+  entries, pending = [], []  # index entries; (path, network input, image or None) awaiting a batch
+  held = 0  # pixels of the decoded images in `pending`
 
   def flush():
-    probs, maps = predict_probabilities(trained, [im for _, im in pending], tta, attention)
-    for i, ((path, image), prob) in enumerate(zip(pending, probs)):
+    logits, maps = predict_logits(trained, [resized for _, resized, _ in pending], tta, attention)
+    for i, (path, _, image) in enumerate(pending):
+      if image is None:  # not kept while the batch filled: the same pixels, decoded again
+        image = decode_rgb(path, max_pixels=max_pixels)
       stem = names[path]
-      entries.append(write_outputs(output, stem, image, prob, threshold))
+      entries.append(write_outputs(output, stem, image, logits[i], threshold))
       for name, features in maps.items():  # e.g. 'isam/out' -> <stem>_isam.png
-        heat = viz.heatmap_overlay(image, viz.feature_energy(features[i]))
-        Image.fromarray(heat).save(
-            os.path.join(output, "attention", f"{stem}_{name.split('/')[0]}.png"))
+        write_heatmap(os.path.join(output, "attention", f"{stem}_{name.split('/')[0]}.png"), image,
+                      viz.feature_energy(features[i]))
+      image.close()
     pending.clear()
 
   for path, image in tqdm(read_images(paths, skipped, max_pixels), total=len(paths), desc="predict",
                           unit="img"):
-    pending.append((path, image))
+    resized = preprocess.resize_pil(image, trained.image_size)  # what the network sees
+    pixels = image.size[0] * image.size[1]
+    if held and held + pixels > HOLD_PIXELS:  # the batch's first image is always kept
+      image.close()
+      image = None
+    else:
+      held += pixels
+    pending.append((path, resized, image))
     if len(pending) == batch_size:
       flush()
+      held = 0
   if pending:
     flush()
   page = viz.write_index(output, entries, with_gt=False) if entries else None

@@ -9,14 +9,27 @@ import numpy as np
 
 from bsa_jax.data import enhance
 from bsa_jax.data import preprocess
-from bsa_jax.eval.metrics import resize_prediction
+from bsa_jax.eval.metrics import resize_rows
 
 
 def predict_probabilities(trained, images: Sequence[np.ndarray], tta: bool,
                           with_maps: bool = False) -> tuple[list[np.ndarray], dict]:
   """Foreground probability (H0, W0) per image at its original size, and the attention features."""
-  size, norm = trained.image_size, trained.config.data.normalize
-  batch = np.stack([preprocess.normalize(preprocess.resize_image(im, size), norm) for im in images])
+  resized = [preprocess.resize_image(im, trained.image_size) for im in images]
+  logits, maps = predict_logits(trained, resized, tta, with_maps)
+  return [probability_rows(l, im.shape[:2]) for l, im in zip(logits, images)], maps
+
+
+def predict_logits(trained, resized: Sequence[np.ndarray], tta: bool,
+                   with_maps: bool = False) -> tuple[np.ndarray, dict]:
+  """Foreground logits (B, S, S) of uint8 images already at the network's size S (bilinear,
+  `preprocess.resize_image` or `resize_pil`), and the attention features if `with_maps`.
+
+  Small whatever the images' size: `probability_rows` brings them to an image's size, a band of
+  rows at a time if it is large.
+  """
+  norm = trained.config.data.normalize
+  batch = np.stack([preprocess.normalize(im, norm) for im in resized])
   enhance_options = enhance.options_from_config(trained.config.data)
 
   def inputs(images_batch):  # DIN also takes the enhanced image, made exactly as in training
@@ -33,5 +46,15 @@ def predict_probabilities(trained, images: Sequence[np.ndarray], tta: bool,
   if tta:
     flipped = trained.predict(inputs(np.ascontiguousarray(batch[:, :, ::-1])))[..., 0][:, :, ::-1]
     logits = (logits + flipped) / 2
-  probs = [1 / (1 + np.exp(-resize_prediction(l, im.shape[:2]))) for l, im in zip(logits, images)]
-  return probs, maps
+  return logits, maps
+
+
+def probability_rows(logits: np.ndarray, shape: tuple[int, int], start: int = 0,
+                     stop: int | None = None) -> np.ndarray:
+  """Rows start:stop (default: all) of the probability at the original size `shape` (H0, W0):
+  the sigmoid of the logits (S, S) resized bilinearly (align_corners=False), float64.
+
+  Elementwise after the resize, so any band of rows has the bits of the whole map's rows.
+  """
+  rows = resize_rows(logits, shape, start, shape[0] if stop is None else stop)
+  return 1 / (1 + np.exp(-rows))
