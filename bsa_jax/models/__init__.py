@@ -27,6 +27,31 @@ def decode_variant(table: dict, variant: str, overrides: dict, label: str) -> di
   return hparams
 
 
+def field_overrides(module: nn.Module, table: dict) -> dict:
+  """The values of `module`'s fields named in its variant's row of `table` (None: not overridden).
+
+  For the models whose every hyper-parameter is both a variant-table key and a field; an unknown
+  variant gives {}, so `decode_variant` is left to name the valid ones.
+  """
+  return {k: getattr(module, k) for k in table.get(module.variant, {})}
+
+
+def check_input_size(image_shape: tuple[int, ...], multiple: int, model: str, *, reason: str = "",
+                     paper_size: int | None = None) -> None:
+  """Refuses a (B, H, W, C) input whose H or W is not a multiple of `multiple`, naming the fix.
+
+  A network that halves the resolution k times needs multiples of 2^k so that its skips line up;
+  the message says so in the model's words (`reason`, e.g. "the backbone's stride") and, when given,
+  the paper's input size.
+  """
+  _, h, w, _ = image_shape
+  if h % multiple or w % multiple:
+    why = f" ({reason})" if reason else ""
+    paper = f" (the paper's is {paper_size})" if paper_size else ""
+    raise ValueError(f"{model} needs H and W divisible by {multiple}{why}; got {h}×{w}. "
+                     f"Set --config.data.image_size to a multiple of {multiple}{paper}.")
+
+
 def get_model_module(name: str):
   """Imports `bsa_jax.models.<name>`; a clear error names the registered modules."""
   try:

@@ -46,9 +46,9 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from bsa_jax import models
+from bsa_jax.models import decoder
 from bsa_jax.models import rendering
 from bsa_jax.models.attention import FSAM, ISAM, ConvBNReLU
-from bsa_jax.models.decoder import Decoder
 from bsa_jax.models.resnext import Bottleneck
 
 # Variant -> hyper-parameters; every key is also a `Model` field that overrides it.
@@ -232,9 +232,7 @@ class Model(nn.Module):
 
   def hparams(self) -> dict[str, Any]:
     """The resolved hyper-parameters (variant table + overrides)."""
-    if self.variant not in VARIANTS:
-      return resolve_hparams(self.variant)  # raises, naming the variants
-    return resolve_hparams(self.variant, **{k: getattr(self, k) for k in VARIANTS[self.variant]})
+    return resolve_hparams(self.variant, **models.field_overrides(self, VARIANTS))
 
   @nn.compact
   def __call__(self, image: jax.Array, *, train: bool = False):
@@ -265,12 +263,9 @@ class Model(nn.Module):
       skips.append(x)
 
     # ------------------------------------------------------------------ decoder
-    fused, coarse_logits, side_outputs, _ = Decoder(
-        tuple(hp["decoder_widths"]), hp["fused_width"], self.num_classes, dtype=dtype,
-        name="decoder")(skips, train=train)
-    aux["decoder/fused"] = fused
-    aux["coarse_logits"] = coarse_logits
-    aux["side_outputs"] = side_outputs
+    aux.update(decoder.decode(skips, hp["decoder_widths"], hp["fused_width"], self.num_classes,
+                              train=train, dtype=dtype))
+    fused, coarse_logits = aux["decoder/fused"], aux["coarse_logits"]
 
     # ------------------------------------------------------------------ attention rendering
     fine_features = (stem, fused)  # stride 2 (edges) and stride 4 (semantics)
@@ -288,6 +283,5 @@ class Model(nn.Module):
       logits, _ = rendering.DenseEdgeARM(self.num_classes, dtype=dtype, name="arm")(
           coarse_logits, fine_features, out_hw, train=train)
     else:
-      b, _, _, k = coarse_logits.shape
-      logits = jax.image.resize(coarse_logits, (b, height, width, k), "bilinear")
+      logits = decoder.resize_to(coarse_logits, out_hw)
     return logits.astype(jnp.float32), aux  # (B, H, W, num_classes)

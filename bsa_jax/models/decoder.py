@@ -76,3 +76,12 @@ class Decoder(nn.Module):
     fused = ConvBNReLU(self.fused_width, dtype=self.dtype, name="fuse")(fused, train=train)
     coarse_logits = nn.Conv(self.num_classes, (1, 1), dtype=self.dtype, name="coarse_head")(fused)
     return fused, coarse_logits.astype(jnp.float32), side_outputs, tuple(levels)
+
+
+def decode(skips: Sequence[jax.Array], widths: Sequence[int], fused_width: int, num_classes: int, *,
+           train: bool, dtype: Any) -> dict[str, Any]:
+  """Runs a `Decoder` named 'decoder' in the calling model on `skips`; returns its outputs under the
+  model contract's names: {'decoder/fused', 'coarse_logits', 'side_outputs'}."""
+  fused, coarse_logits, side_outputs, _ = Decoder(tuple(widths), fused_width, num_classes,
+                                                  dtype=dtype, name="decoder")(skips, train=train)
+  return {"decoder/fused": fused, "coarse_logits": coarse_logits, "side_outputs": side_outputs}

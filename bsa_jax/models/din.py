@@ -62,10 +62,10 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from bsa_jax import models
+from bsa_jax.models import decoder
 from bsa_jax.models import resnext
 from bsa_jax.models import swin
 from bsa_jax.models.attention import ConvBNReLU
-from bsa_jax.models.decoder import Decoder
 
 BACKBONES = ("resnext", "swin")
 
@@ -207,7 +207,7 @@ def encoder_pyramid(hp: dict, dtype: Any, name: str, image: jax.Array, *, train:
                        name=name)
   features = net(image, train=train)
   # The first stage's input is the max-pooled stem (recomputed: ResNet returns the stem before it).
-  pooled_stem = nn.max_pool(features["stem"], (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+  pooled_stem = resnext.pool_stem(features["stem"])
   outputs = [features[f"stage{k}"] for k in range(1, NUM_SCALES + 1)]
   return [pooled_stem] + outputs[:-1], outputs
 
@@ -272,8 +272,7 @@ class CrossImageBranch(nn.Module):
     attended = jax.nn.dot_product_attention(q, k, v)  # softmax(q·kᵀ/√d)·v, (B, N, heads, d)
     x = query + dense(c, "out")(attended.reshape(b, h, w, c))  # residual with the query
     y = swin.LayerNorm(dtype=self.dtype, name="norm_ffn")(x)
-    y = dense(int(c * self.mlp_ratio), "fc1")(y)
-    y = dense(c, "fc2")(nn.gelu(y, approximate=False))
+    y = swin.gelu_mlp(y, int(c * self.mlp_ratio), dtype=self.dtype)
     if self.ffn_residual:
       y = x + y
     return global_spatial_attention(y)
@@ -341,9 +340,7 @@ class Model(nn.Module):
 
   def hparams(self) -> dict[str, Any]:
     """The resolved hyper-parameters (variant table + overrides)."""
-    if self.variant not in VARIANTS:
-      return resolve_hparams(self.variant)  # raises, naming the variants
-    return resolve_hparams(self.variant, **{k: getattr(self, k) for k in VARIANTS[self.variant]})
+    return resolve_hparams(self.variant, **models.field_overrides(self, VARIANTS))
 
   @nn.compact
   def __call__(self, image: jax.Array, image_enhanced: jax.Array | None = None, *,
@@ -381,12 +378,7 @@ class Model(nn.Module):
       skips.append(fused["out"])
 
     # ------------------------------------------------------------------ decoder
-    fused, coarse_logits, side_outputs, _ = Decoder(
-        tuple(hp["decoder_widths"]), hp["fused_width"], self.num_classes, dtype=dtype,
-        name="decoder")(skips, train=train)
-    aux["decoder/fused"] = fused
-    aux["coarse_logits"] = coarse_logits
-    aux["side_outputs"] = side_outputs
-    b, _, _, k = coarse_logits.shape
-    logits = jax.image.resize(coarse_logits, (b, height, width, k), "bilinear")
+    aux.update(decoder.decode(skips, hp["decoder_widths"], hp["fused_width"], self.num_classes,
+                              train=train, dtype=dtype))
+    logits = decoder.resize_to(aux["coarse_logits"], (height, width))
     return logits.astype(jnp.float32), aux  # (B, H, W, num_classes)

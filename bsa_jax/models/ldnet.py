@@ -41,8 +41,10 @@ import numpy as np
 import optax
 from flax import linen as nn
 
+from bsa_jax import models
 from bsa_jax.models import bilinear
 from bsa_jax.models import res2net_v1b
+from bsa_jax.models import swin
 from bsa_jax.models.resnext import batch_norm
 
 # Variant -> encoder (a `res2net_v1b.backbone_from_variant` name), reduced widths of e2..e5, the
@@ -111,10 +113,8 @@ class FeedForward(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    dim = x.shape[-1]
     y = nn.LayerNorm(epsilon=_LN_EPS, dtype=self.dtype, name="norm")(x)
-    y = nn.gelu(nn.Dense(self.mlp_dim, dtype=self.dtype, name="fc1")(y), approximate=False)
-    return nn.Dense(dim, dtype=self.dtype, name="fc2")(y)
+    return swin.gelu_mlp(y, self.mlp_dim, dtype=self.dtype)
 
 
 class TokenAttentionBlock(nn.Module):
@@ -232,10 +232,8 @@ class Model(nn.Module):
       raise ValueError(f"LDNet's lesion-aware cross-attention pools features under one foreground "
                        f"map (the official code breaks for more); got num_classes={self.num_classes}")
     cfg = VARIANTS[self.variant]
-    _, h, w, _ = image.shape
-    if h % 32 or w % 32:
-      raise ValueError(f"LDNet needs H and W divisible by 32 (the encoder's stride); got {h}×{w}. "
-                       "Set --config.data.image_size to a multiple of 32 (the paper's is 224).")
+    models.check_input_size(image.shape, 32, "LDNet", reason="the encoder's stride",
+                            paper_size=INPUT_SIZE)
     dt = self.dtype
     feats = res2net_v1b.backbone_from_variant(cfg["backbone"], dtype=dt, name="backbone")(
         image, train=train)

@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
+from bsa_jax import models
 from bsa_jax.models import res2net
 from bsa_jax.models.resnext import batch_norm
 
@@ -167,10 +168,8 @@ class Model(nn.Module):
     if self.num_classes != 1:
       raise ValueError(f"PraNet predicts one foreground logit; got num_classes={self.num_classes}")
     cfg = VARIANTS[self.variant]
-    n, h, w, _ = image.shape
-    if h % 32 or w % 32:
-      raise ValueError(f"PraNet needs H and W divisible by 32 (the backbone's stride); got {h}×{w}. "
-                       "Set --config.data.image_size to a multiple of 32.")
+    models.check_input_size(image.shape, 32, "PraNet", reason="the backbone's stride")
+    _, h, w, _ = image.shape
     feats = res2net.res2net_from_variant(cfg["backbone"], dtype=self.dtype, name="backbone")(
         image, train=train)  # stage{k}: (B, H/2^(k+1), W/2^(k+1), C_k)
     rfb = {k: RFB(cfg["channels"], self.dtype, name=f"rfb{k}")(feats[f"stage{k}"], train=train)

@@ -12,13 +12,14 @@ stride). The first block of a stage ("stage-first") also feeds every group its o
 hierarchical sum — timm's `is_first`.
 """
 
+import functools
 from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from bsa_jax.models.resnext import batch_norm, conv, shortcut
+from bsa_jax.models.resnext import batch_norm, conv, plain_stem, shortcut, stem_and_stages
 
 # timm model name -> Res2Net kwargs.
 VARIANTS = {
@@ -32,6 +33,48 @@ VARIANTS = {
     "test": dict(layers=(1, 2, 1, 1), widths=(16, 16, 32, 32), stem_width=16, base_width=32,
                  scale=4),
 }
+
+
+EXPANSION = 4  # a bottleneck outputs 4 * planes channels
+
+
+def starts_stage(x: jax.Array, out_features: int, strides: int) -> bool:
+  """Whether a block changes the shape (timm's `is_first`, the official stype='stage').
+
+  Such a block drops the hierarchical sums, pools the last group and has a projection shortcut.
+  """
+  return strides > 1 or x.shape[-1] != out_features
+
+
+def multi_scale_branch(x: jax.Array, features: int, strides: int, base_width: int, scale: int, *,
+                       train: bool, dtype: Any) -> jax.Array:
+  """The residual branch of a Res2Net bottleneck, before the shortcut's sum and the ReLU.
+
+  1×1 `conv1`/`bn1` -> hierarchical 3×3 `convs_<i>`/`bns_<i>` over `scale` groups -> 1×1
+  `conv3`/`bn3`: (B, H, W, C_in) -> (B, H/s, W/s, 4 * features). A function, so the layers are
+  named in the calling block (both Res2Net families share the state-dict names). Group width =
+  floor(features * base_width / 64).
+  """
+  width = features * base_width // 64
+  out_features = features * EXPANSION
+  stage_first = starts_stage(x, out_features, strides)
+  y = conv(width * scale, 1, dtype=dtype, name="conv1")(x)
+  y = nn.relu(batch_norm(train, dtype=dtype, name="bn1")(y))  # (B, H, W, width * scale)
+  splits = jnp.split(y, scale, axis=-1)  # scale × (B, H, W, width)
+  outs = []
+  for i in range(max(1, scale - 1)):
+    group = splits[i] if i == 0 or stage_first else outs[-1] + splits[i]
+    group = conv(width, 3, strides, dtype=dtype, name=f"convs_{i}")(group)
+    outs.append(nn.relu(batch_norm(train, dtype=dtype, name=f"bns_{i}")(group)))
+  if scale > 1:
+    last = splits[-1]
+    if stage_first:  # torch AvgPool2d(3, stride, padding=1) counts the zero padding
+      last = nn.avg_pool(last, (3, 3), strides=(strides,) * 2, padding=((1, 1), (1, 1)),
+                         count_include_pad=True)
+    outs.append(last)
+  y = jnp.concatenate(outs, axis=-1)  # (B, H/s, W/s, width * scale)
+  y = conv(out_features, 1, dtype=dtype, name="conv3")(y)
+  return batch_norm(train, dtype=dtype, name="bn3")(y)
 
 
 class Bottle2neck(nn.Module):
@@ -50,33 +93,15 @@ class Bottle2neck(nn.Module):
   scale: int = 4
   dtype: Any = jnp.float32
 
-  expansion = 4
+  expansion = EXPANSION
 
   @nn.compact
   def __call__(self, x, *, train: bool = False):
     """x: (B, H, W, C_in) -> (B, H/s, W/s, 4 * features)."""
-    width = self.features * self.base_width // 64
-    out_features = self.features * self.expansion
-    # timm: a block that changes the shape also drops the hierarchical sums and pools the last group.
-    stage_first = self.strides > 1 or x.shape[-1] != out_features
-    y = conv(width * self.scale, 1, dtype=self.dtype, name="conv1")(x)
-    y = nn.relu(batch_norm(train, dtype=self.dtype, name="bn1")(y))  # (B, H, W, width * scale)
-    splits = jnp.split(y, self.scale, axis=-1)  # scale × (B, H, W, width)
-    outs = []
-    for i in range(max(1, self.scale - 1)):
-      group = splits[i] if i == 0 or stage_first else outs[-1] + splits[i]
-      group = conv(width, 3, self.strides, dtype=self.dtype, name=f"convs_{i}")(group)
-      outs.append(nn.relu(batch_norm(train, dtype=self.dtype, name=f"bns_{i}")(group)))
-    if self.scale > 1:
-      last = splits[-1]
-      if stage_first:  # torch AvgPool2d(3, stride, padding=1) counts the zero padding
-        last = nn.avg_pool(last, (3, 3), strides=(self.strides,) * 2, padding=((1, 1), (1, 1)),
-                           count_include_pad=True)
-      outs.append(last)
-    y = jnp.concatenate(outs, axis=-1)  # (B, H/s, W/s, width * scale)
-    y = conv(out_features, 1, dtype=self.dtype, name="conv3")(y)
-    y = batch_norm(train, dtype=self.dtype, name="bn3")(y)
-    return nn.relu(y + shortcut(x, out_features, self.strides, train=train, dtype=self.dtype))
+    y = multi_scale_branch(x, self.features, self.strides, self.base_width, self.scale,
+                           train=train, dtype=self.dtype)
+    return nn.relu(y + shortcut(x, self.features * self.expansion, self.strides, train=train,
+                                dtype=self.dtype))
 
 
 class Res2Net(nn.Module):
@@ -99,17 +124,10 @@ class Res2Net(nn.Module):
   @nn.compact
   def __call__(self, image, *, train: bool = False) -> dict[str, jax.Array]:
     """image: (B, H, W, 3) -> {'stem': (B, H/2, W/2, stem_width), 'stage{k}': (B, H/2^(k+1), ...)}."""
-    x = conv(self.stem_width, 7, 2, dtype=self.dtype, name="conv1")(image.astype(self.dtype))
-    x = nn.relu(batch_norm(train, dtype=self.dtype, name="bn1")(x))  # (B, H/2, W/2, stem)
-    features = {"stem": x}
-    x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))  # pads with -inf, as torch
-    for k, (depth, planes) in enumerate(zip(self.layers, self.widths), start=1):
-      for i in range(depth):
-        strides = 2 if k > 1 and i == 0 else 1
-        x = Bottle2neck(planes, strides, self.base_width, self.scale, dtype=self.dtype,
-                        name=f"layer{k}_{i}")(x, train=train)
-      features[f"stage{k}"] = x  # (B, H/2^(k+1), W/2^(k+1), 4 * planes)
-    return features
+    stem = plain_stem(image, self.stem_width, train=train, dtype=self.dtype)  # (B, H/2, W/2, stem)
+    make_block = functools.partial(Bottle2neck, base_width=self.base_width, scale=self.scale,
+                                   dtype=self.dtype)
+    return stem_and_stages(stem, self.layers, self.widths, make_block, train=train)
 
 
 def res2net_from_variant(variant: str, **overrides) -> Res2Net:

@@ -16,14 +16,13 @@ weights the two give bit-equal features. `convert/res2net_v1b.py` loads either s
 official v1b backbone and timm's plain one side by side.
 """
 
-from typing import Any, Sequence
+import functools
 
 import jax
-import jax.numpy as jnp
 from flax import linen as nn
 
 from bsa_jax.models import res2net
-from bsa_jax.models.resnext import batch_norm, conv
+from bsa_jax.models.resnext import batch_norm, conv, stem_and_stages
 
 # Variant -> Res2NetV1b kwargs. Names differ from `res2net.VARIANTS` so `backbone_from_variant` can
 # serve both tables.
@@ -46,73 +45,34 @@ def avg_down(x: jax.Array, strides: int) -> jax.Array:
                      count_include_pad=False)
 
 
-class Bottle2neckV1b(nn.Module):
-  """Res2Net bottleneck with the v1b shortcut (see module docstring); same hierarchy as
-  `res2net.Bottle2neck`: y_1 = K_1(x_1), y_i = K_i(x_i + y_{i-1}), the last group passed through
-  (average-pooled with the stride in a stage's first block, which also drops the sums).
-
-  Attributes:
-    features: `planes`; the block outputs 4 * features channels.
-    strides: stride of the 3×3 group convs, of the last group's pool and of the shortcut's pool.
-    base_width: group width = floor(features * base_width / 64).
-    scale: number of groups.
-    dtype: compute dtype; params float32.
+class Bottle2neckV1b(res2net.Bottle2neck):
+  """Res2Net bottleneck with the v1b shortcut (see module docstring): `res2net.Bottle2neck`'s fields
+  and residual branch (y_1 = K_1(x_1), y_i = K_i(x_i + y_{i-1}), the last group passed through,
+  average-pooled with the stride in a stage's first block, which also drops the sums); the shortcut
+  of a shape-changing block average-pools with the stride before its stride-1 1×1 conv.
   """
-  features: int
-  strides: int = 1
-  base_width: int = 26
-  scale: int = 4
-  dtype: Any = jnp.float32
-
-  expansion = 4
 
   @nn.compact
   def __call__(self, x, *, train: bool = False):
     """x: (B, H, W, C_in) -> (B, H/s, W/s, 4 * features)."""
-    width = self.features * self.base_width // 64
     out_features = self.features * self.expansion
-    stage_first = self.strides > 1 or x.shape[-1] != out_features  # official stype='stage'
-    y = conv(width * self.scale, 1, dtype=self.dtype, name="conv1")(x)
-    y = nn.relu(batch_norm(train, dtype=self.dtype, name="bn1")(y))  # (B, H, W, width * scale)
-    splits = jnp.split(y, self.scale, axis=-1)  # scale × (B, H, W, width)
-    outs = []
-    for i in range(max(1, self.scale - 1)):
-      group = splits[i] if i == 0 or stage_first else outs[-1] + splits[i]
-      group = conv(width, 3, self.strides, dtype=self.dtype, name=f"convs_{i}")(group)
-      outs.append(nn.relu(batch_norm(train, dtype=self.dtype, name=f"bns_{i}")(group)))
-    if self.scale > 1:
-      last = splits[-1]
-      if stage_first:  # AvgPool2d(3, stride, padding=1) counting the zero padding
-        last = nn.avg_pool(last, (3, 3), strides=(self.strides,) * 2, padding=((1, 1), (1, 1)),
-                           count_include_pad=True)
-      outs.append(last)
-    y = jnp.concatenate(outs, axis=-1)  # (B, H/s, W/s, width * scale)
-    y = batch_norm(train, dtype=self.dtype, name="bn3")(
-        conv(out_features, 1, dtype=self.dtype, name="conv3")(y))
-    if stage_first:
+    y = res2net.multi_scale_branch(x, self.features, self.strides, self.base_width, self.scale,
+                                   train=train, dtype=self.dtype)
+    if res2net.starts_stage(x, out_features, self.strides):
       x = conv(out_features, 1, dtype=self.dtype, name="downsample_conv")(avg_down(x, self.strides))
       x = batch_norm(train, dtype=self.dtype, name="downsample_bn")(x)
     return nn.relu(y + x)
 
 
-class Res2NetV1b(nn.Module):
+class Res2NetV1b(res2net.Res2Net):
   """Res2Net v1b backbone without the classifier: deep 3×3 stem, 3×3/2 max-pool, four stages.
 
-  Attributes:
-    layers: blocks per stage.
-    widths: `planes` per stage; stages output 4× this.
+  Attributes: `res2net.Res2Net`'s, with
     stem_width: channels of the stem's first two convs (32 in v1b).
     stem_out: channels of the stem's last conv and of `stem` (64).
-    base_width, scale: see `Bottle2neckV1b`.
-    dtype: compute dtype; params float32.
   """
-  layers: Sequence[int] = (3, 4, 6, 3)
-  widths: Sequence[int] = (64, 128, 256, 512)
   stem_width: int = 32
   stem_out: int = 64
-  base_width: int = 26
-  scale: int = 4
-  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, image, *, train: bool = False) -> dict[str, jax.Array]:
@@ -123,16 +83,10 @@ class Res2NetV1b(nn.Module):
       x = conv(features, 3, strides, dtype=self.dtype, name=f"stem_conv{i}")(x)
       if i < 3:  # the last conv's BN is `bn1`, as in the state dict
         x = nn.relu(batch_norm(train, dtype=self.dtype, name=f"stem_bn{i}")(x))
-    x = nn.relu(batch_norm(train, dtype=self.dtype, name="bn1")(x))  # (B, H/2, W/2, stem_out)
-    features = {"stem": x}
-    x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))  # pads with -inf, as torch
-    for k, (depth, planes) in enumerate(zip(self.layers, self.widths), start=1):
-      for i in range(depth):
-        strides = 2 if k > 1 and i == 0 else 1
-        x = Bottle2neckV1b(planes, strides, self.base_width, self.scale, dtype=self.dtype,
-                           name=f"layer{k}_{i}")(x, train=train)
-      features[f"stage{k}"] = x  # (B, H/2^(k+1), W/2^(k+1), 4 * planes)
-    return features
+    stem = nn.relu(batch_norm(train, dtype=self.dtype, name="bn1")(x))  # (B, H/2, W/2, stem_out)
+    make_block = functools.partial(Bottle2neckV1b, base_width=self.base_width, scale=self.scale,
+                                   dtype=self.dtype)
+    return stem_and_stages(stem, self.layers, self.widths, make_block, train=train)
 
 
 def backbone_from_variant(variant: str, **overrides) -> nn.Module:

@@ -124,6 +124,37 @@ def shortcut(x, features: int, strides: int, *, train: bool, dtype: Any):
   return batch_norm(train, dtype=dtype, name="downsample_bn")(x)
 
 
+def plain_stem(image, width: int, *, train: bool, dtype: Any):
+  """timm's 7x7/2 stem: `conv1` -> `bn1` -> ReLU, (B, H, W, 3) -> (B, H/2, W/2, width).
+
+  A function, so the layers are named in the calling backbone, as in timm's state dict.
+  """
+  x = conv(width, 7, 2, dtype=dtype, name="conv1")(image.astype(dtype))
+  return nn.relu(batch_norm(train, dtype=dtype, name="bn1")(x))
+
+
+def pool_stem(stem: jax.Array) -> jax.Array:
+  """The 3x3/2 max-pool between the stem and the first stage (pads with -inf, as torch)."""
+  return nn.max_pool(stem, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+
+
+def stem_and_stages(stem: jax.Array, layers: Sequence[int], widths: Sequence[int], make_block, *,
+                    train: bool) -> dict[str, jax.Array]:
+  """{'stem': stem, 'stage{k}': ...}: the pooled stem through the stages of a timm ResNet.
+
+  Stage k has layers[k-1] blocks `make_block(planes, strides, name='layer{k}_{i}')` with
+  planes = widths[k-1]; the first block of every stage but the first has stride 2, so stage k runs
+  at stride 2^(k+1). The blocks are named in the calling backbone (timm's `layer<k>.<i>`).
+  """
+  features = {"stem": stem}
+  x = pool_stem(stem)
+  for k, (depth, planes) in enumerate(zip(layers, widths), start=1):
+    for i in range(depth):
+      x = make_block(planes, 2 if k > 1 and i == 0 else 1, name=f"layer{k}_{i}")(x, train=train)
+    features[f"stage{k}"] = x  # (B, H/2^(k+1), W/2^(k+1), planes * expansion)
+  return features
+
+
 class BasicBlock(nn.Module):
   """ResNet-18/34 block: 3x3 (stride) -> BN -> ReLU -> 3x3 -> BN, + shortcut, ReLU. Expansion 1.
 
@@ -211,24 +242,16 @@ class ResNet(nn.Module):
     if self.block == "basic":
       if self.cardinality != 1 or self.base_width != 64:
         raise ValueError("BasicBlock supports only cardinality 1 and base_width 64")
-      make_block = functools.partial(BasicBlock, zero_init_last=self.zero_init_last)
+      make_block = functools.partial(BasicBlock, zero_init_last=self.zero_init_last,
+                                     dtype=self.dtype)
     elif self.block == "bottleneck":
       make_block = functools.partial(Bottleneck, cardinality=self.cardinality,
                                      base_width=self.base_width,
-                                     zero_init_last=self.zero_init_last)
+                                     zero_init_last=self.zero_init_last, dtype=self.dtype)
     else:
       raise ValueError(f"block must be 'basic' or 'bottleneck', got {self.block!r}")
-
-    x = conv(self.stem_width, 7, 2, dtype=self.dtype, name="conv1")(image.astype(self.dtype))
-    x = nn.relu(batch_norm(train, dtype=self.dtype, name="bn1")(x))  # (B, H/2, W/2, stem)
-    features = {"stem": x}
-    x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))  # pads with -inf, as torch
-    for k, (depth, planes) in enumerate(zip(self.layers, self.widths), start=1):
-      for i in range(depth):
-        strides = 2 if k > 1 and i == 0 else 1
-        x = make_block(planes, strides, dtype=self.dtype, name=f"layer{k}_{i}")(x, train=train)
-      features[f"stage{k}"] = x  # (B, H/2^(k+1), W/2^(k+1), planes * expansion)
-    return features
+    stem = plain_stem(image, self.stem_width, train=train, dtype=self.dtype)  # (B, H/2, W/2, stem)
+    return stem_and_stages(stem, self.layers, self.widths, make_block, train=train)
 
 
 def resnet_from_variant(variant: str, **overrides) -> ResNet:

@@ -36,6 +36,7 @@ import numpy as np
 import optax
 from flax import linen as nn
 
+from bsa_jax import models
 from bsa_jax.models import bilinear
 from bsa_jax.models import res2net_v1b
 from bsa_jax.models.resnext import batch_norm
@@ -117,10 +118,9 @@ class Model(nn.Module):
   def __call__(self, image, *, train: bool = False):
     """image (B, H, W, 3) -> logits (B, H, W, num_classes), aux {'side_outputs': (), 'coarse', ...}."""
     cfg = VARIANTS[self.variant]
+    models.check_input_size(image.shape, 32, "SANet", reason="the backbone's stride",
+                            paper_size=352)
     _, h, w, _ = image.shape
-    if h % 32 or w % 32:
-      raise ValueError(f"SANet needs H and W divisible by 32 (the backbone's stride); got {h}×{w}. "
-                       "Set --config.data.image_size to a multiple of 32 (the paper's is 352).")
     feats = res2net_v1b.backbone_from_variant(cfg["backbone"], dtype=self.dtype, name="backbone")(
         image, train=train)  # stage{k}: (B, H/2^(k+1), W/2^(k+1), C_k)
     coarse, fused = ShallowAttentionHead(cfg["channels"], self.num_classes, self.dtype, name="sam")(

@@ -129,17 +129,25 @@ class DropPath(nn.Module):
     return jnp.where(kept, x / keep, jnp.zeros_like(x))
 
 
+def gelu_mlp(x: jax.Array, hidden_dim: int, *, dtype: Any) -> jax.Array:
+  """fc1 -> exact (erf) GELU, as torch's nn.GELU default -> fc2 back to x's width.
+
+  A function, so `fc1`/`fc2` are named in the calling module (the transformer MLPs of Swin, LDNet and
+  DIN keep their own state-dict names).
+  """
+  out_dim = x.shape[-1]
+  x = nn.gelu(nn.Dense(hidden_dim, dtype=dtype, name="fc1")(x), approximate=False)
+  return nn.Dense(out_dim, dtype=dtype, name="fc2")(x)
+
+
 class Mlp(nn.Module):
-  """fc1 -> exact (erf) GELU -> fc2, as torch's nn.GELU default."""
+  """fc1 -> exact (erf) GELU -> fc2 (`gelu_mlp`)."""
   hidden_dim: int
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x):
-    out_dim = x.shape[-1]
-    x = nn.Dense(self.hidden_dim, dtype=self.dtype, name="fc1")(x)
-    x = nn.gelu(x, approximate=False)
-    return nn.Dense(out_dim, dtype=self.dtype, name="fc2")(x)
+    return gelu_mlp(x, self.hidden_dim, dtype=self.dtype)
 
 
 class WindowAttention(nn.Module):

@@ -10,6 +10,8 @@ from typing import Any, Sequence
 import jax.numpy as jnp
 from flax import linen as nn
 
+from bsa_jax import models
+
 # Variant -> encoder widths. 'classic' is the paper's 64..1024 (31.0 M params for 1 class).
 VARIANTS = {
     "classic": (64, 128, 256, 512, 1024),
@@ -51,11 +53,8 @@ class Model(nn.Module):
   @nn.compact
   def __call__(self, image, *, train: bool = False):
     widths = tuple(self.widths or VARIANTS[self.variant])
-    n, h, w, _ = image.shape
     depth = len(widths) - 1
-    if h % 2**depth or w % 2**depth:
-      raise ValueError(f"U-Net with {depth} poolings needs H and W divisible by {2**depth}; "
-                       f"got {h}×{w}. Set --config.data.image_size to a multiple of {2**depth}.")
+    models.check_input_size(image.shape, 2**depth, f"U-Net with {depth} poolings")
     x = image.astype(self.dtype)
     skips = []
     for i, feats in enumerate(widths[:-1]):

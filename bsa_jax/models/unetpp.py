@@ -18,6 +18,7 @@ from typing import Any, Sequence
 import jax.numpy as jnp
 from flax import linen as nn
 
+from bsa_jax import models
 from bsa_jax.models.unet import DoubleConv
 
 # Variant -> widths of levels 0..4. 'classic' is the paper's (32, 64, 128, 256, 512).
@@ -46,12 +47,9 @@ class Model(nn.Module):
   def __call__(self, image, *, train: bool = False):
     widths = tuple(self.widths or VARIANTS[self.variant])
     depth = len(widths) - 1
-    _, h, w, _ = image.shape
     if depth < 1:
       raise ValueError(f"UNet++ needs at least two levels, got widths={widths}")
-    if h % 2**depth or w % 2**depth:
-      raise ValueError(f"UNet++ with {depth} poolings needs H and W divisible by {2**depth}; "
-                       f"got {h}×{w}. Set --config.data.image_size to a multiple of {2**depth}.")
+    models.check_input_size(image.shape, 2**depth, f"UNet++ with {depth} poolings")
     # nodes[i][j] = X^{i,j}: (B, h/2^i, w/2^i, widths[i]).
     nodes = [[] for _ in widths]
     x = image.astype(self.dtype)

@@ -5,14 +5,14 @@ Key layout (timm 1.x `res2net.py`, blocks inside timm's `ResNet`): `conv1/bn1` s
 maps mechanically except the shortcut's `downsample.0/1`, renamed as for ResNet.
 """
 
-import re
 from typing import Mapping
 
 import numpy as np
 
 from bsa_jax.models import res2net
 from bsa_jax.models.convert import common
-from bsa_jax.models.convert.resnet import rename  # the same `downsample.0/1` -> `downsample_conv/bn`
+# The same `downsample.0/1` -> `downsample_conv/bn` renaming, stage reading and driver as ResNet's.
+from bsa_jax.models.convert import resnet as resnet_rules
 
 DONT_LOAD = (r"^fc\.",)  # the ImageNet classifier
 
@@ -23,21 +23,15 @@ def infer_config(state_dict: Mapping[str, np.ndarray]) -> dict:
     raise common.ConversionError(
         "not a plain-stem timm Res2Net state dict (no conv1.weight / layer1.0.convs.0.weight); "
         "deep-stem variants (res2net50d, ...) are not supported")
-  depths = {}
-  for key in state_dict:
-    if m := re.match(r"layer(\d+)\.(\d+)\.", key):
-      stage, block = int(m[1]), int(m[2])
-      depths[stage] = max(depths.get(stage, 0), block + 1)
-  stages = []
-  while len(stages) + 1 in depths:  # a stray stage is left to the strict check
-    stages.append(len(stages) + 1)
+  layers = resnet_rules.stage_depths(state_dict)
+  stages = range(1, len(layers) + 1)
   widths = tuple(state_dict[f"layer{k}.0.conv3.weight"].shape[0] // res2net.Bottle2neck.expansion
                  for k in stages)
   width = state_dict["layer1.0.convs.0.weight"].shape[0]  # one group's channels
   scale = state_dict["layer1.0.conv1.weight"].shape[0] // width
   # width = floor(planes * base_width / 64): the smallest base_width that gives it.
   base_width = -(-width * 64 // widths[0])
-  return dict(layers=tuple(depths[k] for k in stages), widths=widths,
+  return dict(layers=layers, widths=widths,
               stem_width=int(state_dict["conv1.weight"].shape[0]), base_width=int(base_width),
               scale=int(scale))
 
@@ -46,13 +40,7 @@ def convert(state_dict: Mapping[str, np.ndarray], config: dict | None = None, *,
             dont_load=DONT_LOAD):
   """timm Res2Net state dict -> ({'params': ..., 'batch_stats': ...}, Res2Net kwargs).
 
-  Args:
-    state_dict: torch key -> numpy array.
-    config: `Res2Net` kwargs; inferred from the shapes when None.
-    dont_load: regexes of keys to skip (the classifier by default).
+  The arguments are `resnet.convert`'s, with `Res2Net` kwargs as `config`.
   """
-  config = dict(config or infer_config(state_dict))
-  model = res2net.Res2Net(**config)
-  variables = common.convert_state_dict(state_dict, model, input_shape=(1, 64, 64, 3),
-                                        dont_load=dont_load, rename=rename, what="res2net")
-  return variables, config
+  return resnet_rules.convert_family(state_dict, config, infer_config, res2net.Res2Net,
+                                    dont_load=dont_load, rename=resnet_rules.rename, what="res2net")

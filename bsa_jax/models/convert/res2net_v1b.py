@@ -21,6 +21,7 @@ import numpy as np
 from bsa_jax.models import res2net_v1b
 from bsa_jax.models.convert import common
 from bsa_jax.models.convert import res2net as plain_rules
+from bsa_jax.models.convert import resnet as resnet_rules
 
 FAMILY = "res2net_v1b"
 DONT_LOAD = (r"^fc\.",)  # the ImageNet classifier, which neither SANet nor LDNet registers
@@ -60,8 +61,5 @@ def convert(state_dict: Mapping[str, np.ndarray], config: dict | None = None, *,
 
   Raises `common.ConversionError` listing every unmapped key, missing key and shape mismatch.
   """
-  config = dict(config or infer_config(state_dict))
-  variables = common.convert_state_dict(
-      state_dict, res2net_v1b.Res2NetV1b(**config), input_shape=(1, 64, 64, 3),
-      dont_load=tuple(dont_load), rename=rename, what=FAMILY)
-  return variables, config
+  return resnet_rules.convert_family(state_dict, config, infer_config, res2net_v1b.Res2NetV1b,
+                                    dont_load=dont_load, rename=rename, what=FAMILY)

@@ -5,7 +5,7 @@ shortcut's `downsample.0` (conv) and `downsample.1` (BN), which become `downsamp
 """
 
 import re
-from typing import Mapping
+from typing import Iterable, Mapping
 
 import numpy as np
 
@@ -20,21 +20,44 @@ def rename(key: str) -> str:
                 lambda m: (".downsample_conv." if m[1] == "0" else ".downsample_bn."), key)
 
 
+def stage_depths(state_dict: Mapping[str, np.ndarray]) -> tuple[int, ...]:
+  """Blocks per stage of a timm ResNet-family state dict, read off its `layer<k>.<i>.` keys.
+
+  Stages count from layer1 up to the first missing one; a stray later stage is left to the strict
+  check of the conversion.
+  """
+  depths = {}
+  for key in state_dict:
+    if m := re.match(r"layer(\d+)\.(\d+)\.", key):
+      stage, block = int(m[1]), int(m[2])
+      depths[stage] = max(depths.get(stage, 0), block + 1)
+  layers = []
+  while len(layers) + 1 in depths:
+    layers.append(depths[len(layers) + 1])
+  return tuple(layers)
+
+
+def convert_family(state_dict: Mapping[str, np.ndarray], config: dict | None, infer_config,
+                   build, *, dont_load: Iterable[str], rename, what: str):
+  """`state_dict` loaded strictly into `build(**config)` -> (variables, config).
+
+  The shared driver of the ResNet-family rules: `config` is read off the shapes by `infer_config`
+  when None; the shapes of every family are input-size independent, so a 64-px trace serves.
+  """
+  config = dict(config or infer_config(state_dict))
+  variables = common.convert_state_dict(state_dict, build(**config), input_shape=(1, 64, 64, 3),
+                                        dont_load=tuple(dont_load), rename=rename, what=what)
+  return variables, config
+
+
 def infer_config(state_dict: Mapping[str, np.ndarray]) -> dict:
   """`ResNet` kwargs read off a timm state dict's shapes."""
   if "conv1.weight" not in state_dict or "layer1.0.conv1.weight" not in state_dict:
     raise common.ConversionError(
         "not a plain timm ResNet/ResNeXt state dict (no conv1.weight / layer1.0.conv1.weight); "
         "deep-stem variants (resnet50d, ...) are not supported")
-  depths = {}
-  for key in state_dict:
-    if m := re.match(r"layer(\d+)\.(\d+)\.", key):
-      stage, block = int(m[1]), int(m[2])
-      depths[stage] = max(depths.get(stage, 0), block + 1)
-  stages = []
-  while len(stages) + 1 in depths:  # layer1, layer2, ...; a stray one is left to the strict check
-    stages.append(len(stages) + 1)
-  layers = tuple(depths[k] for k in stages)
+  layers = stage_depths(state_dict)
+  stages = range(1, len(layers) + 1)
   bottleneck = "layer1.0.conv3.weight" in state_dict
   if bottleneck:
     widths = tuple(state_dict[f"layer{k}.0.conv3.weight"].shape[0] // resnext.Bottleneck.expansion
@@ -59,8 +82,5 @@ def convert(state_dict: Mapping[str, np.ndarray], config: dict | None = None, *,
     config: `ResNet` kwargs; inferred from the shapes when None.
     dont_load: regexes of keys to skip (the classifier by default).
   """
-  config = dict(config or infer_config(state_dict))
-  model = resnext.ResNet(**config)
-  variables = common.convert_state_dict(state_dict, model, input_shape=(1, 64, 64, 3),
-                                        dont_load=dont_load, rename=rename, what="resnet")
-  return variables, config
+  return convert_family(state_dict, config, infer_config, resnext.ResNet, dont_load=dont_load,
+                        rename=rename, what="resnet")
