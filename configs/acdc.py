@@ -63,7 +63,7 @@ def get_config(arg: str | None = None):
   c.train.schedule = "constant"
   c.train.loss = "din"
   c.train.eval_every_epochs = 5.0
-  _din_as_drawn(c, arg)
+  config_lib.din_as_drawn(c, arg)
 
   c.eval.kind = "multiclass"
   c.eval.select_metric = "mDSC"
@@ -87,14 +87,3 @@ def get_config(arg: str | None = None):
     raise ValueError(f"Unknown config argument {arg!r} for configs/acdc.py; use '', 'lowmem' or "
                      "'small'.")
   return c
-
-
-def _din_as_drawn(c, arg: str | None) -> None:
-  """DIN's paper loss and global DIFM attention, ImageNet encoders; 'lowmem' pools keys/values;
-  'small' keeps its variant's CPU settings (scratch, pooled, side losses). As in synapse.py and
-  kvasir_din.py."""
-  if arg == "small":
-    return
-  c.model_init = "timm:resnext50_32x4d"
-  c.train.deep_supervision_weight = 0.0
-  c.model.difm_kv_pool = (4, 2, 1, 1) if arg == "lowmem" else (1, 1, 1, 1)

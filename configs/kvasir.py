@@ -43,16 +43,7 @@ def get_config(arg: str | None = None):
   if arg in ("small", "cpu"):
     c.model_init = ""  # from scratch: CPU budgets (provenance and tables say "none")
   if arg == "small":
-    c.model.variant = "tiny"
-    c.data.image_size = 64
-    c.data.max_train_examples = 256
-    c.data.max_eval_examples = 32
-    c.train.batch_size = 8
-    c.train.num_epochs = 2.0
-    c.train.eval_every_epochs = 1.0
-    c.train.log_every_steps = 4
-    c.train.checkpoint_every_steps = 32
-    c.eval.num_overlays = 8
+    config_lib.small_budget(c)
   elif arg == "cpu":
     c.data.image_size = 112
     c.train.num_epochs = 30.0

@@ -47,25 +47,13 @@ def get_config(arg: str | None = None):
   c.train.loss = "din"
   c.train.eval_every_epochs = 5.0
   c.eval.kind = "polyp"
-  if arg != "small":  # DIN as drawn: the paper's loss, global attention, ImageNet encoders
-    c.model_init = "timm:resnext50_32x4d"
-    c.train.deep_supervision_weight = 0.0
-    c.model.difm_kv_pool = (4, 2, 1, 1) if arg == "lowmem" else (1, 1, 1, 1)
+  config_lib.din_as_drawn(c, arg)  # the paper's loss, global attention, ImageNet encoders
 
   if arg == "small":
-    c.model.variant = "tiny"
-    c.data.image_size = 64
-    c.data.max_train_examples = 256
-    c.data.max_eval_examples = 32
-    c.train.batch_size = 8
-    c.train.num_epochs = 2.0
+    config_lib.small_budget(c)
     c.train.optimizer = "adam"
     c.train.lr = 1e-3
     c.train.weight_decay = 0.0
-    c.train.eval_every_epochs = 1.0
-    c.train.log_every_steps = 4
-    c.train.checkpoint_every_steps = 32
-    c.eval.num_overlays = 8
   elif arg not in (None, "", "lowmem"):
     raise ValueError(f"Unknown config argument {arg!r} for configs/kvasir_din.py; use '', 'lowmem' "
                      "or 'small'.")

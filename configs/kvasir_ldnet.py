@@ -19,27 +19,13 @@ per step instead of per epoch).
 LDNet at 128 px (a multiple of the encoder's stride 32); 'small' is the tiny LDNet at 64 px.
 """
 
-import os
-
 from bsa_jax import config_lib
 
 
 def get_config(arg: str | None = None):
   """arg: '' (configs/kvasir.py's protocol at 224 px), 'cpu' (its CPU budget) or 'small' (tiny LDNet)."""
-  if arg not in (None, "", "cpu", "small"):
-    raise ValueError(f"Unknown config argument {arg!r} for configs/kvasir_ldnet.py; use '', "
-                     "'cpu' or 'small'.")
-  base = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kvasir.py")
-  c = config_lib.load_config(f"{base}:{arg}" if arg else base)
-  c.model_name = "ldnet"
-  c.model.variant = "tiny" if arg == "small" else "paper"
-  del c.model["arm"]  # BSA-Net's own field
-  c.train.loss = "ldnet"
   # Not kvasir.py's Swin-T init: the ImageNet Res2Net-50 v1b of the official code (= timm's
   # res2net50d), fetched and converted on the first run; the CPU and small budgets train from scratch.
-  c.model_init = "" if arg else "timm:res2net50d"
-  if arg == "cpu":
-    c.data.image_size = 128
-  elif not arg:
-    c.data.image_size = 224  # LDNet's train crop and test size
-  return c
+  # 224 px: LDNet's train crop and test size; 128 px on CPU.
+  return config_lib.model_swap(__file__, arg, "ldnet", "paper", loss="ldnet",
+                               model_init="timm:res2net50d", image_size=224, cpu_image_size=128)

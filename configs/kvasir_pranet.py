@@ -19,23 +19,11 @@ PraNet, at 128 px instead of 112: the Res2Net's stride 32 does not divide 112, a
 size that keeps at least BSA-Net's resolution (scores are at each mask's original size either way).
 """
 
-import os
-
 from bsa_jax import config_lib
 
 
 def get_config(arg: str | None = None):
   """arg: '' (configs/kvasir.py's protocol), 'cpu' (its CPU budget) or 'small' (tiny PraNet)."""
-  if arg not in (None, "", "cpu", "small"):
-    raise ValueError(f"Unknown config argument {arg!r} for configs/kvasir_pranet.py; use '', "
-                     "'cpu' or 'small'.")
-  base = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kvasir.py")
-  c = config_lib.load_config(f"{base}:{arg}" if arg else base)
-  c.model_name = "pranet"
-  c.model.variant = "tiny" if arg == "small" else "paper"
-  del c.model["arm"]  # BSA-Net's own field
-  if not arg:
-    c.model_init = "timm:res2net50_26w_4s"  # the ImageNet Res2Net PraNet names
-  if arg == "cpu":
-    c.data.image_size = 128  # a multiple of the backbone's stride 32
-  return c
+  # The ImageNet Res2Net PraNet names; on CPU, 128 px: a multiple of the backbone's stride 32.
+  return config_lib.model_swap(__file__, arg, "pranet", "paper",
+                               model_init="timm:res2net50_26w_4s", cpu_image_size=128)

@@ -20,27 +20,13 @@ are not part of this like-for-like recipe.
 SANet at 128 px (a multiple of the backbone's stride 32); 'small' is the tiny SANet at 64 px.
 """
 
-import os
-
 from bsa_jax import config_lib
 
 
 def get_config(arg: str | None = None):
   """arg: '' (configs/kvasir.py's protocol at 352 px), 'cpu' (its CPU budget) or 'small' (tiny SANet)."""
-  if arg not in (None, "", "cpu", "small"):
-    raise ValueError(f"Unknown config argument {arg!r} for configs/kvasir_sanet.py; use '', "
-                     "'cpu' or 'small'.")
-  base = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kvasir.py")
-  c = config_lib.load_config(f"{base}:{arg}" if arg else base)
-  c.model_name = "sanet"
-  c.model.variant = "tiny" if arg == "small" else "paper"
-  del c.model["arm"]  # BSA-Net's own field
-  c.train.loss = "sanet"
   # Not kvasir.py's Swin-T init: the ImageNet Res2Net-50 v1b of the official code (= timm's
   # res2net50d), fetched and converted on the first run; the CPU and small budgets train from scratch.
-  c.model_init = "" if arg else "timm:res2net50d"
-  if arg == "cpu":
-    c.data.image_size = 128
-  elif not arg:
-    c.data.image_size = 352  # SANet's train/test size
-  return c
+  # 352 px: SANet's train/test size; 128 px on CPU.
+  return config_lib.model_swap(__file__, arg, "sanet", "paper", loss="sanet",
+                               model_init="timm:res2net50d", image_size=352, cpu_image_size=128)

@@ -10,20 +10,10 @@ from scratch; its deep supervision over X^{0,1..4} is the trainer's main + side 
 'cpu' is configs/kvasir.py:cpu (112 px, cosine, light augmentation) with the same full-size UNet++.
 """
 
-import os
-
 from bsa_jax import config_lib
 
 
 def get_config(arg: str | None = None):
   """arg: '' (configs/kvasir.py's protocol), 'cpu' (its CPU budget) or 'small' (tiny UNet++)."""
-  if arg not in (None, "", "cpu", "small"):
-    raise ValueError(f"Unknown config argument {arg!r} for configs/kvasir_unetpp.py; use '', "
-                     "'cpu' or 'small'.")
-  base = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kvasir.py")
-  c = config_lib.load_config(f"{base}:{arg}" if arg else base)
-  c.model_name = "unetpp"
-  c.model.variant = "tiny" if arg == "small" else "classic"
-  del c.model["arm"]  # BSA-Net's own field
-  c.model_init = ""  # UNet++ has no ImageNet-initialised part: from scratch, as in its paper
-  return c
+  # UNet++ has no ImageNet-initialised part: from scratch, as in its paper.
+  return config_lib.model_swap(__file__, arg, "unetpp", "classic", model_init="")

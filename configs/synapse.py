@@ -57,10 +57,7 @@ def get_config(arg: str | None = None):
   c.train.schedule = "constant"
   c.train.loss = "din"
   c.train.checkpoint_every_steps = 1000
-  if arg != "small":  # DIN as drawn: the paper's loss, global attention, ImageNet encoders
-    c.model_init = "timm:resnext50_32x4d"
-    c.train.deep_supervision_weight = 0.0
-    c.model.difm_kv_pool = (4, 2, 1, 1) if arg == "lowmem" else (1, 1, 1, 1)
+  config_lib.din_as_drawn(c, arg)  # the paper's loss, global attention, ImageNet encoders
 
   c.eval.kind = "multiclass"
   c.eval.select_metric = "mDSC"
