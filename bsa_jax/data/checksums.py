@@ -25,7 +25,8 @@ def _relative_files(folder: str) -> list[str]:
   return sorted(paths, key=lambda p: p.encode())  # C-locale byte order
 
 
-def _file_sha256(path: str) -> str:
+def file_sha256(path: str) -> str:
+  """Hex sha256 of a file's bytes, read in 1 MiB blocks (what `sha256sum` prints)."""
   digest = hashlib.sha256()
   with open(path, "rb") as f:
     for block in iter(lambda: f.read(1 << 20), b""):
@@ -38,7 +39,7 @@ def folder_checksums(folder: str) -> dict[str, str]:
   """{'names_sha256', 'content_sha256'} of every file under `folder` (cached per process)."""
   files = _relative_files(folder)
   names = "".join(f"{p}\n" for p in files)
-  content = "".join(f"{_file_sha256(os.path.join(folder, p))}  {p}\n" for p in files)
+  content = "".join(f"{file_sha256(os.path.join(folder, p))}  {p}\n" for p in files)
   return {"names_sha256": hashlib.sha256(names.encode()).hexdigest(),
           "content_sha256": hashlib.sha256(content.encode()).hexdigest()}
 

@@ -17,7 +17,6 @@ difference of the probabilities.
 from __future__ import annotations
 
 import datetime
-import hashlib
 import json
 import os
 from typing import Sequence
@@ -28,6 +27,7 @@ import numpy as np
 
 from bsa_jax import config_lib
 from bsa_jax import models
+from bsa_jax.data import checksums
 from bsa_jax.data import io
 from bsa_jax.data import preprocess
 from bsa_jax.data import registry
@@ -98,14 +98,6 @@ def input_spec(size: int) -> jax.ShapeDtypeStruct:
 # ----------------------------------------------------------------------------------------------------
 # Writing the artifacts.
 
-def _sha256(path: str) -> str:
-  digest = hashlib.sha256()
-  with open(path, "rb") as f:
-    for block in iter(lambda: f.read(1 << 20), b""):
-      digest.update(block)
-  return digest.hexdigest()
-
-
 def write_stablehlo(fn, spec, path: str, platforms: Sequence[str]) -> dict:
   """Serializes `jax.export` of jit(fn) for `platforms`; returns its model-card entry."""
   exported = jax.export.export(jax.jit(fn), platforms=tuple(platforms))(spec)
@@ -113,7 +105,7 @@ def write_stablehlo(fn, spec, path: str, platforms: Sequence[str]) -> dict:
     f.write(exported.serialize())
   return {"file": os.path.basename(path), "platforms": list(exported.platforms),
           "calling_convention_version": exported.calling_convention_version,
-          "jax_version": jax.__version__, "sha256": _sha256(path),
+          "jax_version": jax.__version__, "sha256": checksums.file_sha256(path),
           "load": "jax.export.deserialize(open(path, 'rb').read()).call(image)"}
 
 
@@ -129,7 +121,7 @@ def write_onnx(fn, spec, path: str, doc: str) -> dict:
   onnx.save(model, path)
   return {"file": os.path.basename(path), "opset": jaxpr_onnx.OPSET, "onnx_version": onnx.__version__,
           "converter": "bsa_jax.tools.jaxpr_onnx (lax primitives -> ONNX, exact)",
-          "sha256": _sha256(path),
+          "sha256": checksums.file_sha256(path),
           "load": "onnxruntime.InferenceSession(path).run(None, {'image': image})[0]"}
 
 
