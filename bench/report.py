@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 TABLE_HEADER = "| size | batch | dtype | train img/s |"  # first cells of section 1 (tests look for it)
@@ -26,6 +27,24 @@ def table(headers: list[str], rows: list[list]) -> str:
   lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
   lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
   return "\n".join(lines)
+
+
+def unmeasured(title: str, reason: str) -> str:
+  """A section whose measurement did not run: its title, then the reason in bold."""
+  return "\n".join([title, "", f"**{reason}**"])
+
+
+def section(title: str):
+  """Decorator for a renderer that returns a section's lines: it gets the `title` above them, and a
+  result holding an 'error' (the measurement failed as a whole) renders as `unmeasured`."""
+  def wrap(body):
+    @functools.wraps(body)
+    def render(s: dict) -> str:
+      if "error" in s:
+        return unmeasured(title, s["error"])
+      return "\n".join([title, ""] + body(s))
+    return render
+  return wrap
 
 
 def header(meta: dict) -> str:
@@ -86,9 +105,10 @@ def throughput_md(s: dict) -> str:
 
 
 def torch_md(s: dict) -> str:
-  out = ["## 2. PyTorch twin (`bench/torch_bsanet.py`)", ""]
+  title = "## 2. PyTorch twin (`bench/torch_bsanet.py`)"
   if s["status"] != "ok" and not s["rows"]:
-    return "\n".join(out + [f"**{s['status']}**"])
+    return unmeasured(title, s["status"])
+  out = [title, ""]
   rows = []
   for r in s["rows"]:
     note = r.get("error", "")
@@ -115,10 +135,10 @@ def torch_md(s: dict) -> str:
 
 
 def flops_md(s: dict) -> str:
-  out = ["## 3. Achieved FLOP/s of the train step", ""]
-  peak = s["peak"]
+  title, peak = "## 3. Achieved FLOP/s of the train step", s["peak"]
   if "error" in peak:
-    return "\n".join(out + [f"**peak not measured: {peak['error']}**"])
+    return unmeasured(title, f"peak not measured: {peak['error']}")
+  out = [title, ""]
   j, t = peak["jax"], peak.get("torch", {})
   torch_text = (f"torch.mm {fmt(t['gflops_per_s'])} GFLOP/s" if "gflops_per_s" in t
                 else f"torch: {t.get('error', 'not run')}")
@@ -135,10 +155,8 @@ def flops_md(s: dict) -> str:
   return "\n".join(out)
 
 
-def metrics_md(s: dict) -> str:
-  out = ["## 4. Metrics: ours (`bsa_jax.eval.metrics`) vs pysodmetrics", ""]
-  if "error" in s:
-    return "\n".join(out + [f"**{s['error']}**"])
+@section("## 4. Metrics: ours (`bsa_jax.eval.metrics`) vs pysodmetrics")
+def metrics_md(s: dict) -> list[str]:
   rows = []
   for name, r in s["sets"].items():
     if "skipped" in r:
@@ -147,25 +165,21 @@ def metrics_md(s: dict) -> str:
     worst = max(r["abs_diff"], key=r["abs_diff"].get)
     rows.append([name, r["images"], f"{r['max_abs_diff']:.1e} ({worst})", fmt(r["ours_s"]),
                  fmt(r["pysodmetrics_s"]), f"**{fmt(r['speedup'])}x**"])
-  out += ["Real masks, deterministic perturbed uint8 predictions (shifted, blurred, noisy); both "
-          "score the same arrays: mDSC, mIoU, S_alpha, F_beta_w, E_phi (max/mean/adaptive), MAE, "
-          "max/binary Dice and IoU.", "",
-          table(["set", "images", "max abs diff (metric)", "ours s", "pysodmetrics s",
-                 "speed-up"], rows), "",
-          f"Equal within {s['tolerance']:g}: **{fmt(s['equal'])}**."]
-  return "\n".join(out)
+  return ["Real masks, deterministic perturbed uint8 predictions (shifted, blurred, noisy); both "
+         "score the same arrays: mDSC, mIoU, S_alpha, F_beta_w, E_phi (max/mean/adaptive), MAE, "
+         "max/binary Dice and IoU.", "",
+         table(["set", "images", "max abs diff (metric)", "ours s", "pysodmetrics s",
+                "speed-up"], rows), "",
+         f"Equal within {s['tolerance']:g}: **{fmt(s['equal'])}**."]
 
 
-def pipeline_md(s: dict) -> str:
-  out = ["## 5. Input pipeline (decode + resize + normalise)", ""]
-  if "error" in s:
-    return "\n".join(out + [f"**{s['error']}**"])
+@section("## 5. Input pipeline (decode + resize + normalise)")
+def pipeline_md(s: dict) -> list[str]:
   rows = [[r["num_workers"], fmt(r["images_per_sec"]), fmt(r["first_batch_sec"]),
            fmt(s["consumption_images_per_s"]), f"**{fmt(r['ratio'])}x**"] for r in s["rows"]]
   train = ", ".join(s["rows"][0]["train"]) if s["rows"] else ""
-  out += [f"`bsa_jax.data.benchmark` on {train}; consumption = {s['consumption_of']}.", "",
-          table(["grain workers", "img/s", "first batch s", "train consumes img/s", "ratio"], rows)]
-  return "\n".join(out)
+  return [f"`bsa_jax.data.benchmark` on {train}; consumption = {s['consumption_of']}.", "",
+         table(["grain workers", "img/s", "first batch s", "train consumes img/s", "ratio"], rows)]
 
 
 def scaling_md(s: dict) -> str:
@@ -215,22 +229,19 @@ def scaling_md(s: dict) -> str:
   return "\n".join(out)
 
 
-def startup_md(s: dict) -> str:
-  out = ["## 7. Start-up: cold vs warm compilation cache", ""]
-  if "error" in s:
-    return "\n".join(out + [f"**{s['error']}**"])
+@section("## 7. Start-up: cold vs warm compilation cache")
+def startup_md(s: dict) -> list[str]:
   rows = [[label, fmt(r["to_first_step_s"]), fmt(r["lower_s"]), fmt(r["compile_s"]),
            fmt(r["first_step_s"]), f"{r['cache_hits']} / {r['cache_misses']}",
            fmt(r["peak_rss_mb"], 4)] for label, r in (("cold", s["cold"]), ("warm", s["warm"]))]
-  out += [f"Seconds from launching a fresh process to the end of its first train step ({s['size']}², "
-          f"batch {s['batch']}: imports, model, parameter init, compiles, one step) with the "
-          "commands' persistent compilation cache (`bsa_jax/compile_cache.py`) in an empty folder "
-          "(cold), then again (warm). Lowering (tracing) is not cached.", "",
-          table(["cache", "to first step s", "lower s", "train compile s", "first step s",
-                 "cache hits / misses", "peak RSS MiB"], rows), "",
-          f"Warm / cold: **{s['warm_over_cold']:.1%}**; the cache held {s['cache_files']} files, "
-          f"{fmt(s['cache_mb'])} MiB."]
-  return "\n".join(out)
+  return [f"Seconds from launching a fresh process to the end of its first train step ({s['size']}², "
+         f"batch {s['batch']}: imports, model, parameter init, compiles, one step) with the "
+         "commands' persistent compilation cache (`bsa_jax/compile_cache.py`) in an empty folder "
+         "(cold), then again (warm). Lowering (tracing) is not cached.", "",
+         table(["cache", "to first step s", "lower s", "train compile s", "first step s",
+                "cache hits / misses", "peak RSS MiB"], rows), "",
+         f"Warm / cold: **{s['warm_over_cold']:.1%}**; the cache held {s['cache_files']} files, "
+         f"{fmt(s['cache_mb'])} MiB."]
 
 
 def flags_md(s: dict) -> str:
