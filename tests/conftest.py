@@ -136,3 +136,23 @@ def synthetic_root(tmp_path_factory) -> str:
   root = tmp_path_factory.mktemp("data")
   synthetic.ensure(str(root / "synthetic_polyps"))
   return str(root)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, synthetic_root) -> str:
+  """A 2-step BSA-Net run (tiny, PointRend ARM, 64 px, synthetic data) with its results/.
+
+  Trained once per test session for the tests of the commands that read a run (export, serve,
+  video).
+  """
+  from bsa_jax import train  # the trainer's imports are heavy; only these tests need them
+  path = tmp_path_factory.getbasetemp() / "tiny_bsanet_run"
+  config = config_lib.load_config(os.path.join(config_lib.REPO_ROOT, "configs/demo.py"))
+  config.data.root = synthetic_root
+  config.data.max_eval_examples = 4
+  config.train.num_steps = 2
+  config.train.eval_every_epochs = 0.05
+  config.train.progress_bar = False
+  config.eval.num_overlays = 0
+  train.main(config, str(path))
+  return str(path)

@@ -1,22 +1,18 @@
 """Baselines (U-Net, UNet++, PraNet): golden parameter counts, the model contract at square and
 non-square sizes, and jitted training on real Kvasir that reaches every parameter and lowers the loss."""
 
-import functools
 import os
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from bsa_jax import config_lib
-from bsa_jax.train import optim
-from bsa_jax import models
-from bsa_jax import train
 from bsa_jax.models import get_model_module
-from conftest import data_dir
-from tests.test_attention import fast_jit
-from tests.test_attention import numpy_init
+from tests import helpers
+from tests.helpers import count
+from tests.helpers import golden_params
+from tests.helpers import shapes
 
 BASELINES = ("unet", "unetpp", "pranet")
 FULL_VARIANT = {"unet": "classic", "unetpp": "classic", "pranet": "paper"}
@@ -49,36 +45,21 @@ def _model(name, variant, **kwargs):
   return get_model_module(name).Model(variant=variant, **kwargs)
 
 
-def _shapes(model, image_shape):
-  """(variables, (logits, aux)) as ShapeDtypeStructs: no compute, so the full models are cheap."""
-  image = jax.ShapeDtypeStruct(image_shape, jnp.float32)
-  variables = jax.eval_shape(model.init, jax.random.key(0), image)
-  out = jax.eval_shape(functools.partial(model.apply, train=False), variables, image)
-  return variables, out
-
-
-def _count(tree):
-  return sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(tree))
-
-
 @pytest.mark.parametrize("name,variant", sorted(GOLDEN))
 def test_golden_parameter_counts(name, variant):
-  variables, _ = _shapes(_model(name, variant), (1, 64, 64, 3))
-  count = _count(variables["params"])
-  print(f"{name}/{variant}: {count:,} parameters")
-  assert count == GOLDEN[name, variant]
+  params = golden_params(_model(name, variant), GOLDEN[name, variant], f"{name}/{variant}")
   if name == "pranet" and variant == "paper":
-    assert _count(variables["params"]["backbone"]) == PRANET_BACKBONE
+    assert count(params["backbone"]) == PRANET_BACKBONE
   if (name, variant) in CITED:
-    cited = CITED[name, variant]
-    assert abs(count / cited - 1) <= 0.005, f"{name}/{variant}: {count:,} vs the cited {cited:,}"
+    total, cited = count(params), CITED[name, variant]
+    assert abs(total / cited - 1) <= 0.005, f"{name}/{variant}: {total:,} vs the cited {cited:,}"
 
 
 @pytest.mark.parametrize("size", [(256, 256), (224, 320)], ids=["256", "224x320"])
 @pytest.mark.parametrize("name", BASELINES)
 def test_outputs_at_input_size_with_side_outputs(name, size):
   h, w = size
-  _, (logits, aux) = _shapes(_model(name, FULL_VARIANT[name]), (2, h, w, 3))
+  _, (logits, aux) = shapes(_model(name, FULL_VARIANT[name]), (2, h, w, 3))
   assert logits.shape == (2, h, w, 1) and logits.dtype == jnp.float32
   sides = aux["side_outputs"]
   assert len(sides) == {"unet": 2, "unetpp": 3, "pranet": 3}[name]
@@ -95,23 +76,13 @@ def test_outputs_at_input_size_with_side_outputs(name, size):
 @pytest.mark.parametrize("name,size", [("unetpp", 68), ("pranet", 80)])
 def test_sizes_the_strides_cannot_divide_are_refused(name, size):
   with pytest.raises(ValueError, match="divisible"):
-    _shapes(_model(name, "tiny"), (1, size, size, 3))
+    shapes(_model(name, "tiny"), (1, size, size, 3))
 
 
 @pytest.fixture(scope="module")
 def kvasir_batch():
   """One 64-px batch of 8 from configs/kvasir.py:small's training set (Kvasir + ClinicDB)."""
-  from bsa_jax import data
-  data_dir("kvasir_seg")
-  data_dir("cvc_clinicdb_pranet_train")
-  c = config_lib.load_config(os.path.join(config_lib.REPO_ROOT, "configs/kvasir.py:small"))
-  iterator = data.train_iterator(c.data, global_batch_size=8, seed=0)
-  try:
-    batch = next(iterator)
-  finally:
-    iterator.close()
-  assert batch["image"].shape == (8, 64, 64, 3) and 0 < batch["mask"].mean() < 1
-  return batch
+  return helpers.kvasir_batch("kvasir.py")
 
 
 @pytest.mark.parametrize("name", BASELINES)
@@ -125,24 +96,8 @@ def test_training_on_kvasir_reaches_every_parameter_and_lowers_the_loss(name, kv
   c = config_lib.load_config(os.path.join(config_lib.REPO_ROOT, f"configs/kvasir_{name}.py:small"))
   assert c.model_name == name and c.model.variant == "tiny"
   assert c.train.optimizer == "adam" and c.train.weight_decay == 0 and c.train.warmup_steps == 0
-  model = models.build_model(c)
-  tx, schedule = optim.make_optimizer(c.train, 10)
-  variables = numpy_init(model, jnp.zeros((1, 64, 64, 3)), train=False)
-  init_params = jax.tree.map(np.asarray, variables["params"])
-  state = {"step": jnp.zeros((), jnp.int32), "params": variables["params"],
-           "batch_stats": variables["batch_stats"], "opt_state": tx.init(variables["params"])}
-  step = fast_jit(functools.partial(train.train_step, model=model, tx=tx, schedule=schedule,
-                                    train_config=c.train))
-  history = []
-  for i in range(6):  # the same batch: the loss must go down
-    state, metrics = step(state, kvasir_batch, jax.random.key(1))
-    history.append({k: float(v) for k, v in metrics.items()})
-    if i == 0:
-      moved = jax.tree.map(lambda a, b: bool(np.any(np.asarray(a) != b)), state["params"],
-                           init_params)
-      frozen = [jax.tree_util.keystr(p) for p, m in jax.tree_util.tree_flatten_with_path(moved)[0]
-                if not m]
-      assert not frozen, f"no gradient reaches {frozen}"
+  history, frozen = helpers.train_on_batch(c, kvasir_batch, 6)  # the loss must go down
+  assert not frozen, f"no gradient reaches {frozen}"
   loss = [h["loss"] for h in history]
   print(name, [round(v, 3) for v in loss])
   assert np.all(np.isfinite(loss)) and "loss_side" in history[0]

@@ -10,15 +10,14 @@ import numpy as np
 import pytest
 
 from bsa_jax import config_lib
-from bsa_jax.train import optim
-from bsa_jax import models
-from bsa_jax import train
 from bsa_jax.models import convert
 from bsa_jax.models import din
 from bsa_jax.models import resnext
 from bsa_jax.models import summary
 from bsa_jax.models import swin
 from conftest import data_dir
+from tests.helpers import first_batch
+from tests.helpers import train_on_batch
 from tests.test_attention import fast_jit
 from tests.test_attention import numpy_init
 
@@ -142,14 +141,21 @@ def _swap_directions(tree):
   return out
 
 
-def test_swapping_inputs_and_weights_swaps_the_two_difm_directions_exactly():
+def tiny_din_setup(batch_size: int):
+  """(image, enhanced image, variables, apply) of a tiny 3-class DIN: two random (B, 32, 32, 3)
+  inputs, its variables from numpy (seed 1) and `apply(variables, image, enhanced)`, jitted."""
   model = din.Model(variant="tiny", num_classes=3)
   rng = np.random.default_rng(0)
-  image = jnp.asarray(rng.normal(size=(2, 32, 32, 3)), jnp.float32)
-  enhanced = jnp.asarray(rng.normal(size=(2, 32, 32, 3)), jnp.float32)
+  image = jnp.asarray(rng.normal(size=(batch_size, 32, 32, 3)), jnp.float32)
+  enhanced = jnp.asarray(rng.normal(size=(batch_size, 32, 32, 3)), jnp.float32)
   variables = numpy_init(model, image, train=False, seed=1)
-  swapped = {c: _swap_directions(v) for c, v in variables.items()}
   apply = fast_jit(lambda v, a, b: model.apply(v, image=a, image_enhanced=b, train=False))
+  return image, enhanced, variables, apply
+
+
+def test_swapping_inputs_and_weights_swaps_the_two_difm_directions_exactly():
+  image, enhanced, variables, apply = tiny_din_setup(2)
+  swapped = {c: _swap_directions(v) for c, v in variables.items()}
   logits, aux = apply(variables, image, enhanced)
   logits_s, aux_s = apply(swapped, enhanced, image)  # the enhanced image now goes in as 'image'
   for k in range(4):
@@ -174,29 +180,14 @@ def test_initialisation_needs_only_the_image_but_apply_needs_both():
 
 
 def test_a_few_training_steps_on_the_acdc_subset_lower_the_loss():
-  from bsa_jax import data
   c = config_lib.load_config(os.path.join(config_lib.REPO_ROOT, "configs/acdc.py:small"))
   c.data.root = os.path.dirname(data_dir("acdc_ssl4mis_subset"))
   c.model.variant = "tiny"
   c.data.image_size = 64
   c.data.augment.enabled = False
-  iterator = data.train_iterator(c.data, global_batch_size=8, seed=0)
-  try:
-    batch = next(iterator)
-  finally:
-    iterator.close()
+  batch = first_batch(c.data)
   assert set(batch) == {"image", "image_enhanced", "mask"} and batch["mask"].dtype == np.int32
-  model = models.build_model(c)
-  tx, schedule = optim.make_optimizer(c.train, 10)
-  variables = numpy_init(model, jnp.zeros((1, 64, 64, 3)), train=False)  # no initialiser compiles
-  state = {"step": jnp.zeros((), jnp.int32), "params": variables["params"],
-           "batch_stats": variables["batch_stats"], "opt_state": tx.init(variables["params"])}
-  step = fast_jit(functools.partial(train.train_step, model=model, tx=tx, schedule=schedule,
-                                    train_config=c.train))
-  history = []
-  for _ in range(8):  # the same batch: the loss must go down
-    state, metrics = step(state, batch, jax.random.key(1))
-    history.append({k: float(v) for k, v in metrics.items()})
+  history, _ = train_on_batch(c, batch, 8)  # the same batch: the loss must go down
   assert all(np.isfinite(h["loss"]) for h in history)
   assert {"loss_ce", "loss_dice", "loss_boundary", "loss_side"} <= set(history[0])
   # Seen here: 9.27, 8.86, 8.40, 8.11, 7.78, 7.58, 7.43, 7.29.

@@ -14,6 +14,7 @@ from scipy import special
 from bsa_jax.models import din
 from tests.test_attention import fast_jit
 from tests.test_attention import numpy_init
+from tests.test_din import tiny_din_setup
 
 
 def _layer_norm(x, p, eps=1e-5):  # torch's epsilon, as swin.LayerNorm
@@ -74,14 +75,9 @@ def test_cross_image_branch_equals_numpy_attention_over_the_other_image(num_head
 
 
 def test_the_original_images_branch_changes_when_only_the_enhanced_image_changes():
-  model = din.Model(variant="tiny", num_classes=3)
-  rng = np.random.default_rng(0)
-  image = jnp.asarray(rng.normal(size=(1, 32, 32, 3)), jnp.float32)
-  enhanced = jnp.asarray(rng.normal(size=(1, 32, 32, 3)), jnp.float32)
-  variables = numpy_init(model, image, train=False, seed=1)
-  apply = fast_jit(lambda v, a, b: model.apply(v, image=a, image_enhanced=b, train=False)[1])
-  aux = apply(variables, image, enhanced)
-  other = apply(variables, image, jnp.flip(enhanced, axis=1))  # same values, other places
+  image, enhanced, variables, apply = tiny_din_setup(1)
+  _, aux = apply(variables, image, enhanced)
+  _, other = apply(variables, image, jnp.flip(enhanced, axis=1))  # same values, other places
   for k in range(din.NUM_SCALES):
     # The original image's own features are untouched by the enhanced image...
     np.testing.assert_array_equal(other[f"merge_{k}/original"], aux[f"merge_{k}/original"])

@@ -22,6 +22,7 @@ from bsa_jax.eval import evaluate
 from bsa_jax.eval import io as eval_io
 from bsa_jax.eval import metrics as metrics_lib
 from conftest import DATA_ROOT, data_dir
+from tests.test_metrics import pysod_scores
 
 torch = pytest.importorskip("torch")
 psm = pytest.importorskip("py_sod_metrics")
@@ -71,20 +72,7 @@ def _pranet_order_probability(image_path, gt_shape):
 
 def _pysodmetrics(pairs):
   """Dataset-level scores of (float prob in [0, 1], bool gt) pairs, as the polyp papers' ports do."""
-  handlers = {name: cls(with_dynamic=True, with_adaptive=False, with_binary=True)
-              for name, cls in (("dice", psm.DICEHandler), ("iou", psm.IOUHandler))}
-  fm = psm.FmeasureV2(metric_handlers=handlers)
-  sm, wfm, em, mae = psm.Smeasure(), psm.WeightedFmeasure(), psm.Emeasure(), psm.MAE()
-  for pred, gt in pairs:
-    for m in (fm, sm, wfm, em, mae):
-      m.step(pred=pred, gt=gt, normalize=False)
-  fmr, emr = fm.get_results(), em.get_results()["em"]
-  dice, iou = fmr["dice"]["dynamic"], fmr["iou"]["dynamic"]
-  return {"mDSC": dice.mean(), "mIoU": iou.mean(), "S_alpha": sm.get_results()["sm"],
-          "F_beta_w": wfm.get_results()["wfm"], "E_phi_max": emr["curve"].max(),
-          "MAE": mae.get_results()["mae"], "E_phi_mean": emr["curve"].mean(),
-          "E_phi_adaptive": emr["adp"], "maxDSC": dice.max(), "maxIoU": iou.max(),
-          "Dice@0.5": fmr["dice"]["binary"], "IoU@0.5": fmr["iou"]["binary"]}
+  return pysod_scores(dict(pred=pred, gt=gt, normalize=False) for pred, gt in pairs)
 
 
 def test_evaluate_sets_equals_pysodmetrics_in_pranets_order_on_real_sets():

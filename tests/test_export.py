@@ -176,32 +176,12 @@ def test_non_float32_runs_are_refused():
 # ----------------------------------------------------------------------------------------------------
 # A trained run end to end: the command, its check on real images, the card, the example without JAX.
 
-def tiny_bsanet_run(tmp_path_factory, synthetic_root) -> str:
-  """A 2-step BSA-Net run (tiny, PointRend ARM, 64 px, synthetic data) with its results/.
-
-  Trained once per test session in the session's base temp folder and reused by test_video.py and
-  test_serve.py (a fixture can only be shared through conftest.py, which belongs to the whole suite).
-  """
-  from bsa_jax import train
-  path = tmp_path_factory.getbasetemp() / "tiny_bsanet_run"
-  if not (path / "results" / "test_metrics.json").exists():
-    config = config_lib.load_config(os.path.join(REPO, "configs/demo.py"))
-    config.data.root = synthetic_root
-    config.data.max_eval_examples = 4
-    config.train.num_steps = 2
-    config.train.eval_every_epochs = 0.05
-    config.train.progress_bar = False
-    config.eval.num_overlays = 0
-    train.main(config, str(path))
-  return str(path)
-
-
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory, synthetic_root):
+def exported(tmp_path_factory, tiny_run):
   """The tiny BSA-Net run exported by the command (run in this process) with --check on real
   Kvasir images; returns (workdir, out, CompletedProcess-like result, check images)."""
   images = data_dir("kvasir_seg", "images")
-  workdir = tiny_bsanet_run(tmp_path_factory, synthetic_root)
+  workdir = tiny_run
   check_dir = tmp_path_factory.mktemp("check")
   names = sorted(os.listdir(images))[:3]
   for n in names:

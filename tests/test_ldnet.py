@@ -2,23 +2,20 @@
 efficient self-attention, lesion-aware cross-attention, head updater, dynamic kernel and deep-supervision
 loss against torch references written from the paper/code formulas, and training on real Kvasir."""
 
-import os
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bsa_jax import config_lib
 from bsa_jax.models import bilinear
 from bsa_jax.models import ldnet
+from tests.helpers import count
+from tests.helpers import golden_params
+from tests.helpers import shapes
 from tests.test_attention import fast_jit
 from tests.test_attention import numpy_init
-from tests.test_sanet import count
-from tests.test_sanet import kvasir_batch
 from tests.test_sanet import randomized
-from tests.test_sanet import shapes
-from tests.test_sanet import train_steps
+from tests.test_sanet import train_small_config
 from tests.test_sanet import zero_gradient_leaves
 
 # Parameters for one class. 'paper' equals the official network (ReaFly/LDNet `models/LDNet.py` +
@@ -54,10 +51,7 @@ def _nhwc(t):
 
 @pytest.mark.parametrize("variant", sorted(GOLDEN))
 def test_golden_parameter_counts(variant):
-  variables, _ = shapes(ldnet.Model(variant=variant), (1, 64, 64, 3))
-  params = variables["params"]
-  print(f"ldnet/{variant}: {count(params):,} parameters")
-  assert count(params) == GOLDEN[variant]
+  params = golden_params(ldnet.Model(variant=variant), GOLDEN[variant], f"ldnet/{variant}")
   if variant == "paper":
     for official, (names, expected) in OFFICIAL_MODULES.items():
       assert sum(count(params[n]) for n in names) == expected, official
@@ -262,11 +256,7 @@ def test_training_on_kvasir_reaches_every_parameter_and_lowers_the_loss():
   Every parameter gets a finite gradient, non-zero except in the LCA query and key projections,
   where it is exactly zero (the single-key softmax, as in the official network).
   """
-  c = config_lib.load_config(os.path.join(config_lib.REPO_ROOT, "configs/kvasir_ldnet.py:small"))
-  assert c.model_name == "ldnet" and c.model.variant == "tiny" and c.train.loss == "ldnet"
-  batch = kvasir_batch("kvasir_ldnet.py")
-  losses, grads = train_steps(ldnet.Model(**c.model), ldnet.loss, batch)
-  print("ldnet", [round(v, 4) for v in losses])
+  losses, grads = train_small_config(ldnet)
   assert zero_gradient_leaves(grads) == []
   inert = _lca_query_key_columns(grads)
   assert sorted(inert) == ["lca1", "lca2", "lca3", "lca4"]

@@ -23,19 +23,13 @@ REAL_MASKS = {"kvasir_seg": 10, "cvc_colondb_subset": 8, "cvc_clinicdb_pranet_tr
 # ------------------------------------------------------------------------------------------------
 # The reference: pysodmetrics, used the way the polyp papers' Python ports use it.
 # ------------------------------------------------------------------------------------------------
-def reference(pairs):
-  """pysodmetrics scores; uint8 pairs are normalised by it, float pairs min–max normalised here."""
+def pysod_scores(steps):
+  """pysodmetrics' dataset-level scores after one `step(**kwargs)` per dict of `steps`."""
   handlers = {name: cls(with_dynamic=True, with_adaptive=False, with_binary=True)
               for name, cls in (("dice", psm.DICEHandler), ("iou", psm.IOUHandler))}
   fm = psm.FmeasureV2(metric_handlers=handlers)
   sm, wfm, em, mae = psm.Smeasure(), psm.WeightedFmeasure(), psm.Emeasure(), psm.MAE()
-  for pred, gt in pairs:
-    if pred.dtype == np.uint8:
-      kwargs = dict(pred=pred, gt=gt.astype(np.uint8) * 255)
-    else:
-      lo, hi = pred.min(), pred.max()
-      pred = (pred - lo) / (hi - lo) if hi > lo else pred
-      kwargs = dict(pred=pred.astype(np.float64), gt=gt, normalize=False)
+  for kwargs in steps:
     for m in (fm, sm, wfm, em, mae):
       m.step(**kwargs)
   fmr, emr = fm.get_results(), em.get_results()["em"]
@@ -45,6 +39,18 @@ def reference(pairs):
           "MAE": mae.get_results()["mae"], "E_phi_mean": emr["curve"].mean(),
           "E_phi_adaptive": emr["adp"], "maxDSC": dice.max(), "maxIoU": iou.max(),
           "Dice@0.5": fmr["dice"]["binary"], "IoU@0.5": fmr["iou"]["binary"]}
+
+
+def reference(pairs):
+  """pysodmetrics scores; uint8 pairs are normalised by it, float pairs min–max normalised here."""
+  def step(pred, gt):
+    if pred.dtype == np.uint8:
+      return dict(pred=pred, gt=gt.astype(np.uint8) * 255)
+    lo, hi = pred.min(), pred.max()
+    pred = (pred - lo) / (hi - lo) if hi > lo else pred
+    return dict(pred=pred.astype(np.float64), gt=gt, normalize=False)
+
+  return pysod_scores(step(pred, gt) for pred, gt in pairs)
 
 
 def ours(pairs):

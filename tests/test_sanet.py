@@ -2,7 +2,6 @@
 head and the loss against torch references, the probability correction against the official test's
 formula, colour exchange against the official OpenCV recipe, and training on real Kvasir."""
 
-import functools
 import os
 
 import jax
@@ -15,6 +14,10 @@ from bsa_jax import config_lib
 from bsa_jax.models import sanet
 from bsa_jax.models.pranet import upsample_align_corners  # an independent implementation
 from conftest import data_dir
+from tests.helpers import count
+from tests.helpers import golden_params
+from tests.helpers import kvasir_batch
+from tests.helpers import shapes
 from tests.test_attention import fast_jit
 from tests.test_attention import numpy_init
 
@@ -23,17 +26,6 @@ from tests.test_attention import numpy_init
 # sum(p.numel()): 23,669,352 backbone + 230,145 head.
 GOLDEN = {"paper": 23_899_497, "timm": 23_880_265, "tiny": 95_241}
 PAPER_BACKBONE, PAPER_HEAD = 23_669_352, 230_145
-
-
-def count(tree) -> int:
-  return sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(tree))
-
-
-def shapes(model, image_shape):
-  """(variables, (logits, aux)) as ShapeDtypeStructs: no compute, so the full models are cheap."""
-  image = jax.ShapeDtypeStruct(image_shape, jnp.float32)
-  variables = jax.eval_shape(model.init, jax.random.key(0), image)
-  return variables, jax.eval_shape(functools.partial(model.apply, train=False), variables, image)
 
 
 def randomized(variables, seed=1):
@@ -46,21 +38,6 @@ def randomized(variables, seed=1):
     return leaf if low_high is None else jnp.asarray(rng.uniform(*low_high, leaf.shape), leaf.dtype)
 
   return jax.tree_util.tree_map_with_path(fill, variables)
-
-
-def kvasir_batch(config_name: str) -> dict:
-  """One 64-px batch of 8 from configs/<config_name>:small's training set (Kvasir + ClinicDB)."""
-  from bsa_jax import data
-  data_dir("kvasir_seg")
-  data_dir("cvc_clinicdb_pranet_train")
-  c = config_lib.load_config(os.path.join(config_lib.REPO_ROOT, f"configs/{config_name}:small"))
-  iterator = data.train_iterator(c.data, global_batch_size=8, seed=0)
-  try:
-    batch = next(iterator)
-  finally:
-    iterator.close()
-  assert batch["image"].shape == (8, 64, 64, 3) and 0 < batch["mask"].mean() < 1
-  return batch
 
 
 def train_steps(model, loss_fn, batch, num_steps=6, lr=1e-3):
@@ -89,6 +66,18 @@ def train_steps(model, loss_fn, batch, num_steps=6, lr=1e-3):
   return losses, jax.tree.map(np.asarray, first_grads)
 
 
+def train_small_config(module) -> tuple[list[float], dict]:
+  """`train_steps` of configs/kvasir_<name>.py:small's model with its own loss (`module.loss`) on one
+  real Kvasir batch, `name` being the model module's; the config must name that model and loss."""
+  name = module.__name__.rpartition(".")[2]
+  config_name = f"kvasir_{name}.py"
+  c = config_lib.load_config(os.path.join(config_lib.REPO_ROOT, f"configs/{config_name}:small"))
+  assert c.model_name == name and c.model.variant == "tiny" and c.train.loss == name
+  losses, grads = train_steps(module.Model(**c.model), module.loss, kvasir_batch(config_name))
+  print(name, [round(v, 4) for v in losses])
+  return losses, grads
+
+
 def zero_gradient_leaves(grads) -> list[str]:
   """Paths of leaves whose gradient is identically 0 (asserting all are finite)."""
   flat = jax.tree_util.tree_flatten_with_path(grads)[0]
@@ -100,10 +89,7 @@ def zero_gradient_leaves(grads) -> list[str]:
 
 @pytest.mark.parametrize("variant", sorted(GOLDEN))
 def test_golden_parameter_counts(variant):
-  variables, _ = shapes(sanet.Model(variant=variant), (1, 64, 64, 3))
-  params = variables["params"]
-  print(f"sanet/{variant}: {count(params):,} parameters")
-  assert count(params) == GOLDEN[variant]
+  params = golden_params(sanet.Model(variant=variant), GOLDEN[variant], f"sanet/{variant}")
   if variant == "paper":
     assert count(params["backbone"]) == PAPER_BACKBONE and count(params["sam"]) == PAPER_HEAD
 
@@ -282,11 +268,7 @@ def test_color_exchange_follows_the_official_recipe(kvasir_images):
 
 def test_training_on_kvasir_reaches_every_parameter_and_lowers_the_loss():
   """Jitted Adam steps of configs/kvasir_sanet.py:small's model with `sanet.loss` on one real batch."""
-  c = config_lib.load_config(os.path.join(config_lib.REPO_ROOT, "configs/kvasir_sanet.py:small"))
-  assert c.model_name == "sanet" and c.model.variant == "tiny" and c.train.loss == "sanet"
-  batch = kvasir_batch("kvasir_sanet.py")
-  losses, grads = train_steps(sanet.Model(**c.model), sanet.loss, batch)
-  print("sanet", [round(v, 4) for v in losses])
+  losses, grads = train_small_config(sanet)
   assert zero_gradient_leaves(grads) == []
   assert np.all(np.isfinite(losses)) and np.all(np.diff(losses) < 0), losses
   assert losses[-1] < 0.97 * losses[0], losses

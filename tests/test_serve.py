@@ -21,18 +21,11 @@ from PIL import Image
 from bsa_jax import config_lib
 from bsa_jax.tools import serve
 from tests.conftest import data_dir
-from tests.test_export import tiny_bsanet_run
 
 REPO = config_lib.REPO_ROOT
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-
-
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory, synthetic_root):
-  """The session's 2-step tiny BSA-Net run (64 px; shared with test_export.py)."""
-  return tiny_bsanet_run(tmp_path_factory, synthetic_root)
 
 
 @pytest.fixture(scope="module")
@@ -61,12 +54,12 @@ def decode_data_url(url: str) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def server(workdir):
+def server(tiny_run):
   """The app in a uvicorn thread on 127.0.0.1 with small limits: 300 KB, 1 megapixel, 30 frames."""
   import uvicorn
   from bsa_jax.workdir.load import load_trained
-  trained = load_trained(workdir)
-  app = serve.create_app(trained, workdir, max_upload_bytes=300_000, max_pixels=1_000_000,
+  trained = load_trained(tiny_run)
+  app = serve.create_app(trained, tiny_run, max_upload_bytes=300_000, max_pixels=1_000_000,
                          max_video_frames=30)
   port = free_port()
   instance = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
@@ -100,7 +93,7 @@ def png_bytes(array: np.ndarray) -> bytes:
 # ----------------------------------------------------------------------------------------------------
 # API over HTTP.
 
-def test_page_and_model_card(server, workdir):
+def test_page_and_model_card(server, tiny_run):
   with urllib.request.urlopen(server + "/", timeout=30) as response:
     page = response.read().decode()
     assert "Choose a file" in page and "Model card" in page
@@ -108,18 +101,18 @@ def test_page_and_model_card(server, workdir):
     assert "default-src 'self'" in response.headers["Content-Security-Policy"]
   with urllib.request.urlopen(server + "/api/model", timeout=30) as response:
     card = json.load(response)
-  results = json.load(open(os.path.join(workdir, "results", "test_metrics.json")))
+  results = json.load(open(os.path.join(tiny_run, "results", "test_metrics.json")))
   assert card["model"] == "bsanet" and card["image_size"] == 64
   assert card["checkpoint_step"] == results["provenance"]["checkpoint_step"]
   assert card["provenance"]["config_hash"] == results["provenance"]["config_hash"]
   assert card["test_metrics"] == results["results"]
 
 
-def test_image_upload_returns_predicts_mask(server, workdir, kvasir_image, tmp_path):
+def test_image_upload_returns_predicts_mask(server, tiny_run, kvasir_image, tmp_path):
   status, result = post(server, open(kvasir_image, "rb").read())
   assert status == 200, result
   mask = np.asarray(Image.open(io.BytesIO(decode_data_url(result["mask"]))))
-  np.testing.assert_array_equal(mask, predict_mask(workdir, kvasir_image, str(tmp_path)))
+  np.testing.assert_array_equal(mask, predict_mask(tiny_run, kvasir_image, str(tmp_path)))
   assert result["predicted_area"] == pytest.approx((mask == 255).mean())
   overlay = Image.open(io.BytesIO(decode_data_url(result["overlay"])))
   assert overlay.size == Image.open(kvasir_image).size == (result["width"], result["height"])
@@ -171,10 +164,10 @@ def test_loopback_by_default():
 # End to end in a real browser.
 
 @pytest.fixture(scope="module")
-def served_page(workdir):
+def served_page(tiny_run):
   """`python -m bsa_jax.serve --workdir W --port P` as a user starts it."""
   port = free_port()
-  proc = subprocess.Popen([sys.executable, "-m", "bsa_jax.serve", "--workdir", workdir, "--port",
+  proc = subprocess.Popen([sys.executable, "-m", "bsa_jax.serve", "--workdir", tiny_run, "--port",
                            str(port)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                           text=True)
   deadline = time.time() + 300
@@ -192,7 +185,7 @@ def served_page(workdir):
   proc.wait(timeout=30)
 
 
-def test_browser_upload_shows_overlay_and_downloads_predicts_mask(served_page, workdir,
+def test_browser_upload_shows_overlay_and_downloads_predicts_mask(served_page, tiny_run,
                                                                   kvasir_image, tmp_path):
   if not os.path.exists(CHROMIUM):
     pytest.skip("Debian's chromium is not installed (apt-get install -y chromium)")
@@ -221,4 +214,4 @@ def test_browser_upload_shows_overlay_and_downloads_predicts_mask(served_page, w
     finally:
       browser.close()
   mask = np.asarray(Image.open(download_path))
-  np.testing.assert_array_equal(mask, predict_mask(workdir, kvasir_image, str(tmp_path / "pred")))
+  np.testing.assert_array_equal(mask, predict_mask(tiny_run, kvasir_image, str(tmp_path / "pred")))

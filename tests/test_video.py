@@ -17,16 +17,9 @@ from bsa_jax import config_lib
 from bsa_jax.data.io import DataError
 from bsa_jax.tools import video
 from tests.conftest import data_dir
-from tests.test_export import tiny_bsanet_run
 
 REPO = config_lib.REPO_ROOT
 FRAME_HW = (144, 176)  # (H, W) of the test videos' frames
-
-
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory, synthetic_root):
-  """The session's 2-step tiny BSA-Net run (64 px; shared with test_export.py)."""
-  return tiny_bsanet_run(tmp_path_factory, synthetic_root)
 
 
 @pytest.fixture(scope="module")
@@ -97,12 +90,12 @@ def test_video_writer_round_trip_keeps_count_and_pads_odd_sizes(tmp_path):
 # ----------------------------------------------------------------------------------------------------
 # Streams end to end.
 
-def test_a_video_of_real_kvasir_frames_is_segmented_as_a_stream(workdir, kvasir_frames, tmp_path,
+def test_a_video_of_real_kvasir_frames_is_segmented_as_a_stream(tiny_run, kvasir_frames, tmp_path,
                                                                 run_command):
   """`python -m bsa_jax.predict --input colonoscopy.mp4` (300 frames), run in this process."""
   source = write_video(str(tmp_path / "colonoscopy.mp4"), kvasir_frames, 300)
   out = tmp_path / "out"
-  status, stdout, stderr = run_command("bsa_jax.predict", "--workdir", workdir, "--input", source,
+  status, stdout, stderr = run_command("bsa_jax.predict", "--workdir", tiny_run, "--input", source,
                                        "--output", str(out), "--batch_size", "16")
   assert status == 0, stderr[-3000:]
   assert "300 image(s)" in stdout
@@ -119,7 +112,7 @@ def test_a_video_of_real_kvasir_frames_is_segmented_as_a_stream(workdir, kvasir_
   assert not (out / "colonoscopy_masks").exists()  # masks only on request
 
 
-def test_a_folder_of_frames_gives_predicts_masks_and_ema_changes_them(workdir, kvasir_frames,
+def test_a_folder_of_frames_gives_predicts_masks_and_ema_changes_them(tiny_run, kvasir_frames,
                                                                       tmp_path):
   from bsa_jax.tools import predict
   from bsa_jax.workdir.load import load_trained
@@ -128,13 +121,13 @@ def test_a_folder_of_frames_gives_predicts_masks_and_ema_changes_them(workdir, k
   for i, frame in enumerate(kvasir_frames[:10]):
     Image.fromarray(frame).save(folder / f"frame_{i + 1}.png")
   (folder / "frame_11.png").write_bytes(b"\x89PNG broken")  # unreadable: skipped, reported
-  trained = load_trained(workdir)
-  result = video.run(workdir, [str(folder)], str(tmp_path / "plain"), batch_size=4,
+  trained = load_trained(tiny_run)
+  result = video.run(tiny_run, [str(folder)], str(tmp_path / "plain"), batch_size=4,
                      write_masks=True, trained=trained)
   assert [os.path.basename(p) for p, _ in result["skipped"]] == ["frame_11.png"]
   rows = list(csv.DictReader(open(tmp_path / "plain" / "frames_frames.csv")))
   assert [r["source"] for r in rows] == [f"frame_{i}" for i in range(1, 11)]  # natural order
-  predict.run(workdir, [str(folder / f"frame_{i}.png") for i in range(1, 11)],
+  predict.run(tiny_run, [str(folder / f"frame_{i}.png") for i in range(1, 11)],
               str(tmp_path / "still"), batch_size=4)
   for i in range(1, 11):  # the stream's masks are predict's masks
     stream_mask = np.asarray(Image.open(tmp_path / "plain" / "frames_masks" / f"frame_{i}.png"))
@@ -142,7 +135,7 @@ def test_a_folder_of_frames_gives_predicts_masks_and_ema_changes_them(workdir, k
     np.testing.assert_array_equal(stream_mask, still_mask)
     assert (stream_mask == 255).mean() == pytest.approx(float(rows[i - 1]["predicted_area"]),
                                                         abs=1e-6)
-  smoothed = video.run(workdir, [str(folder)], str(tmp_path / "ema"), batch_size=4, ema=0.9,
+  smoothed = video.run(tiny_run, [str(folder)], str(tmp_path / "ema"), batch_size=4, ema=0.9,
                        trained=trained)
   assert smoothed["streams"][str(folder)]["ema"] == 0.9
   ema_rows = list(csv.DictReader(open(tmp_path / "ema" / "frames_frames.csv")))
@@ -150,14 +143,14 @@ def test_a_folder_of_frames_gives_predicts_masks_and_ema_changes_them(workdir, k
   assert [r["max_probability"] for r in ema_rows[1:]] != [r["max_probability"] for r in rows[1:]]
 
 
-def test_a_corrupt_video_is_refused_naming_the_file(workdir, kvasir_frames, tmp_path):
+def test_a_corrupt_video_is_refused_naming_the_file(tiny_run, kvasir_frames, tmp_path):
   good = write_video(str(tmp_path / "good.mp4"), kvasir_frames, 20)
   broken = tmp_path / "broken.mp4"
   broken.write_bytes(open(good, "rb").read()[:3000])
   with pytest.raises(DataError, match="broken.mp4"):
-    video.run(workdir, [str(broken)], str(tmp_path / "out"))
+    video.run(tiny_run, [str(broken)], str(tmp_path / "out"))
   with pytest.raises(ValueError, match="ema"):
-    video.run(workdir, [good], str(tmp_path / "out"), ema=1.0)
+    video.run(tiny_run, [good], str(tmp_path / "out"), ema=1.0)
 
 
 # Loads the run, streams a short warm-up video (compiles the batch shape), resets the kernel's peak-RSS
@@ -189,14 +182,14 @@ def stream_peak_rss(workdir: str, warm_up: str, source: str, out: str) -> dict:
 
 
 @pytest.mark.slow  # two child processes measuring their peak RSS (~25 s)
-def test_peak_memory_does_not_grow_with_the_number_of_frames(workdir, kvasir_frames, tmp_path):
+def test_peak_memory_does_not_grow_with_the_number_of_frames(tiny_run, kvasir_frames, tmp_path):
   """Peak RSS while streaming 300 and 1,200 frames (after load and compilation): the same within
   noise, where keeping the frames would add ~4 x 900 x 76 KB = 270 MB at 1,200."""
   warm_up = write_video(str(tmp_path / "warm_up.mp4"), kvasir_frames, 40)
   measured = {}
   for count in (300, 1200):
     source = write_video(str(tmp_path / f"v{count}.mp4"), kvasir_frames, count)
-    measured[count] = stream_peak_rss(workdir, warm_up, source, str(tmp_path / f"out{count}"))
+    measured[count] = stream_peak_rss(tiny_run, warm_up, source, str(tmp_path / f"out{count}"))
     assert measured[count]["frames"] == count
   print("stream peak RSS (MB) at 300 / 1200 frames:", measured[300]["stream_peak_rss_mb"],
         measured[1200]["stream_peak_rss_mb"])
