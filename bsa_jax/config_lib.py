@@ -65,6 +65,7 @@ def base_config() -> mlc.ConfigDict:
       "color_jitter": 0.1,
       # Image-only changes between hospitals and scopes (0 = off): per-channel gain strength,
       # gamma strength (exponent exp(±gamma)), and the probabilities of a blur and of highlights.
+      "color_exchange": 0.0,  # probability of SANet's colour exchange with another training image
       "channel_gain": 0.0,
       "gamma": 0.0,
       "blur": 0.0,

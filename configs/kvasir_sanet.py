@@ -12,9 +12,12 @@ SANet's own parts are its 352×352 input and its loss (BCE + Dice, `train.loss='
 from ImageNet by default (`model_init=timm:res2net50d`, timm's copy of the official v1b weights,
 fetched and converted once; offline, convert the official `res2net50_v1b_26w_4s-3cf99910.pth` with
 `python -m bsa_jax.models.convert --timm_model res2net50d --checkpoint FILE --out DIR` and pass
-`--config.model_init=DIR`). Wei et al. also trained with their colour exchange, flips and rot90, random 256-352 input sizes per batch, SGD (Nesterov, momentum 0.9, weight decay 5e-4, lr 0.4
-for the head and 0.04 for the backbone, batch 64, halved at epochs 64 and 96) for 128 epochs; those
-are not part of this like-for-like recipe.
+`--config.model_init=DIR`). Wei et al. also trained with their colour exchange, flips and rot90,
+random 256-352 input sizes per batch, SGD (Nesterov, momentum 0.9, weight decay 5e-4, lr 0.4 for the
+head and 0.04 for the backbone, batch 64, halved at epochs 64 and 96) for 128 epochs; those are not
+part of this like-for-like recipe. The first two are available as options:
+`--config.data.augment.enabled=True --config.data.augment.color_exchange=1.0` and
+`--config.train.size_schedule='((0.0, (256, 288, 320, 352)),)'`.
 
 'cpu' is configs/kvasir.py:cpu (cosine, light augmentation, from scratch) with the same full-size
 SANet at 128 px (a multiple of the backbone's stride 32); 'small' is the tiny SANet at 64 px.

@@ -7,7 +7,7 @@ import pytest
 from bsa_jax import config_lib
 from bsa_jax.data import augment
 
-NEW_OPS = ("channel_gain", "gamma", "blur", "specular")
+NEW_OPS = ("color_exchange", "channel_gain", "gamma", "blur", "specular")
 
 
 def _cfg(**kw):
@@ -38,8 +38,10 @@ def test_ops_left_off_draw_nothing_and_change_nothing():
 def test_each_op_changes_the_image_and_never_the_mask(op):
   image, mask = _example()
   cfg = _cfg(hflip=0.0, vflip=0.0, rotate90=False, scale_min=1.0, scale_max=1.0, color_jitter=0.0,
-             **{op: 1.0 if op in ("blur", "specular") else 0.3})
-  out_image, out_mask = augment.augment(image, mask, cfg, np.random.default_rng(1))
+             **{op: 1.0 if op in ("color_exchange", "blur", "specular") else 0.3})
+  reference = _example(seed=5)[0] // 2 + 100  # another image, of other colours
+  out_image, out_mask = augment.augment(image, mask, cfg, np.random.default_rng(1),
+                                        reference=lambda rng: reference)
   np.testing.assert_array_equal(out_mask, mask)
   assert out_image.dtype == np.uint8 and out_image.shape == image.shape
   assert not np.array_equal(out_image, image)
@@ -58,3 +60,9 @@ def test_what_each_op_does():
   dark = np.full((64, 64, 3), 40, np.uint8)
   lit = augment._specular(dark, rng)
   assert lit.max() >= 250 and (lit >= 40).all() and (lit == 40).mean() > 0.5  # small bright spots
+
+
+def test_color_exchange_outside_the_training_pipeline_says_why_it_cannot_run():
+  image, mask = _example()
+  with pytest.raises(ValueError, match="color_exchange needs the training set"):
+    augment.augment(image, mask, _cfg(color_exchange=1.0), np.random.default_rng(0))

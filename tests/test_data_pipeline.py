@@ -151,3 +151,20 @@ def test_num_examples_and_eval_sets_padding():
   assert gt.dtype == bool and gt.shape == (500, 574)  # ColonDB's original size
   assert last["image_orig"][0].shape == (500, 574, 3) and last["image_orig"][0].dtype == np.uint8
   assert "image_orig" not in next(small.batches(4))
+
+
+def test_color_exchange_recolours_each_image_with_another_training_image():
+  """SANet's colour exchange in the pipeline: every image takes another training image's Lab
+  statistics (so the batch changes, deterministically), and the masks are untouched."""
+  c = _config(max_train_examples=8, size=48, normalize="unit")
+  still = {"enabled": True, "hflip": 0.0, "vflip": 0.0, "rotate90": False, "scale_min": 1.0,
+           "scale_max": 1.0, "color_jitter": 0.0}
+  c.augment.update(still)
+  plain = next(data.train_iterator(c, global_batch_size=4, seed=0))
+  c.augment.color_exchange = 1.0
+  moved = next(data.train_iterator(c, global_batch_size=4, seed=0))
+  again = next(data.train_iterator(c, global_batch_size=4, seed=0))
+  np.testing.assert_array_equal(moved["image"], again["image"])
+  np.testing.assert_array_equal(moved["mask"], plain["mask"])
+  shift = np.abs(moved["image"] - plain["image"]).mean(axis=(1, 2, 3))
+  assert (shift > 0.01).sum() >= 3, shift  # an image may draw itself as its reference

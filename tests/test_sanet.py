@@ -11,6 +11,7 @@ import optax
 import pytest
 
 from bsa_jax import config_lib
+from bsa_jax.data import color
 from bsa_jax.models import sanet
 from bsa_jax.models.pranet import upsample_align_corners  # an independent implementation
 from conftest import data_dir
@@ -228,13 +229,13 @@ def test_lab_conversion_is_within_opencv_rounding(kvasir_images):
   approximation that itself differs from its float path by up to 2 levels."""
   cv2 = pytest.importorskip("cv2")
   for image in kvasir_images:
-    ours = np.round(sanet.rgb_to_lab8(image))
+    ours = np.round(color.rgb_to_lab8(image))
     lab = cv2.cvtColor(image, cv2.COLOR_RGB2LAB)
     assert np.abs(ours - lab).max() <= 2 and np.mean(ours != lab) < 0.2
-    back = sanet.lab8_to_rgb(lab.astype(np.float64)).astype(int)
+    back = color.lab8_to_rgb(lab.astype(np.float64)).astype(int)
     assert np.abs(back - cv2.cvtColor(lab, cv2.COLOR_LAB2RGB)).max() <= 2
   grey = np.full((4, 4, 3), 128, np.uint8)
-  np.testing.assert_allclose(sanet.rgb_to_lab8(grey)[0, 0, 1:], 128.0, atol=1e-6)  # neutral a, b
+  np.testing.assert_allclose(color.rgb_to_lab8(grey)[0, 0, 1:], 128.0, atol=1e-6)  # neutral a, b
 
 
 def _official_color_exchange(cv2, image, reference):
@@ -250,7 +251,7 @@ def test_color_exchange_follows_the_official_recipe(kvasir_images):
   cv2 = pytest.importorskip("cv2")
   for a, b in ((0, 1), (2, 3), (4, 5), (1, 0)):
     image, reference = kvasir_images[a], kvasir_images[b]
-    ours = sanet.color_exchange(image, reference)
+    ours = color.color_exchange(image, reference)
     assert ours.shape == image.shape and ours.dtype == np.uint8
     official = _official_color_exchange(cv2, image, reference).astype(int)
     moved = np.abs(official - image.astype(int)).mean()
@@ -258,7 +259,7 @@ def test_color_exchange_follows_the_official_recipe(kvasir_images):
     print(f"{a}<-{b}: moved {moved:.1f}, ours vs official mean {diff.mean():.2f} max {diff.max()}")
     assert moved > 5 and diff.mean() < 0.5 and diff.max() <= 8
     # The point of the exchange: the output has the reference's Lab statistics.
-    out_lab, ref_lab = sanet.rgb_to_lab8(ours), sanet.rgb_to_lab8(reference)
+    out_lab, ref_lab = color.rgb_to_lab8(ours), color.rgb_to_lab8(reference)
     np.testing.assert_allclose(out_lab.mean(axis=(0, 1)), ref_lab.mean(axis=(0, 1)), atol=1.5)
     np.testing.assert_allclose(out_lab.std(axis=(0, 1)), ref_lab.std(axis=(0, 1)), rtol=0.05,
                                atol=0.5)

@@ -1,5 +1,6 @@
 """Training augmentation (off in the paper's protocol): flips, rot90, scale, colour jitter, and the
-photometric changes that separate hospitals (colour cast, gamma, blur, specular highlights).
+photometric changes that separate hospitals (SANet's colour exchange, colour cast, gamma, blur,
+specular highlights).
 
 Geometric ops are applied identically to image and mask; photometric ones to the image only.
 Everything runs on the already resized uint8 image (S, S, 3) and its (S, S) mask, with a numpy
@@ -10,12 +11,13 @@ batches of a config that leaves them off.
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Callable, Mapping
 
 import numpy as np
 from PIL import Image
 from PIL import ImageFilter
 
+from bsa_jax.data import color
 from bsa_jax.data import preprocess
 
 
@@ -96,9 +98,18 @@ def photometric(image: np.ndarray, cfg: Mapping, rng: np.random.Generator) -> np
   return image
 
 
-def augment(image: np.ndarray, mask: np.ndarray, cfg: Mapping,
-            rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-  """uint8 (S, S, 3), mask (S, S) -> the same shapes, randomly transformed per `cfg` (config.data.augment)."""
+def augment(image: np.ndarray, mask: np.ndarray, cfg: Mapping, rng: np.random.Generator,
+            reference: Callable[[np.random.Generator], np.ndarray] | None = None
+            ) -> tuple[np.ndarray, np.ndarray]:
+  """uint8 (S, S, 3), mask (S, S) -> the same shapes, randomly transformed per `cfg` (config.data.augment).
+
+  `reference(rng)` gives another training image (uint8 RGB) for the colour exchange.
+  """
+  if cfg.get("color_exchange", 0) > 0 and rng.random() < cfg["color_exchange"]:
+    if reference is None:
+      raise ValueError("data.augment.color_exchange needs the training set's other images; "
+                       "it runs in the training pipeline only.")
+    image = color.color_exchange(image, reference(rng))
   if rng.random() < cfg["hflip"]:
     image, mask = image[:, ::-1], mask[:, ::-1]
   if rng.random() < cfg["vflip"]:

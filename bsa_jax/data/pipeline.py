@@ -113,6 +113,11 @@ class BatchMaker:
     start = j * self.global_batch_size
     return epoch, perm[start:start + self.global_batch_size]
 
+  def _reference_image(self, rng: np.random.Generator) -> np.ndarray:
+    """A training image drawn with `rng`, at the network size (SANet's colour exchange)."""
+    example = self.reader.read(int(rng.integers(len(self.reader))))
+    return preprocess.resize_image(example["image"], self.image_size)
+
   def __call__(self, k: int) -> dict[str, np.ndarray]:
     epoch, rows = self.global_rows(k)
     b, p = self.local_batch_size, self.process_index
@@ -124,7 +129,7 @@ class BatchMaker:
         image = preprocess.resize_image(example["image"], self.image_size)
         mask = preprocess.resize_mask(example["mask"], self.image_size)
         rng = np.random.default_rng([self.seed, epoch, j * self.global_batch_size + r, 1])
-        image, mask = augment_lib.augment(image, mask, self.augment, rng)
+        image, mask = augment_lib.augment(image, mask, self.augment, rng, self._reference_image)
         out = readers.finalize(image, mask, normalize=self.normalize,
                                num_classes=self.reader.num_classes)
       else:
