@@ -59,3 +59,15 @@ def test_weighted_fmeasure_in_bands_and_blocks_has_the_bits_of_one_piece(monkeyp
       banded = metrics.weighted_fmeasure(prob, gt, zeros=zeros)
       looked_up = metrics.weighted_fmeasure(pred, gt, zeros=zeros, values=values)
     assert banded == whole and looked_up == whole, (gt.shape, banded, looked_up, whole)
+
+
+def test_scores_normalised_in_place_equal_the_copying_ones():
+  """The eval CLI normalises its resized float maps in place; the records keep their bits."""
+  for pred, gt in _cases():
+    prob = np.clip(ndimage.zoom(pred / 255, 1.3, order=1)[:gt.shape[0], :gt.shape[1]], 0, 1)
+    prob = np.pad(prob, [(0, gt.shape[0] - prob.shape[0]), (0, gt.shape[1] - prob.shape[1])])
+    expected = metrics.pixel_image_scores(prob, gt)
+    got = metrics.pixel_image_scores(prob.copy(), gt, in_place=True)
+    assert set(got) == set(expected)
+    for k in expected:
+      np.testing.assert_array_equal(got[k], expected[k], err_msg=k)

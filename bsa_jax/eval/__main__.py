@@ -61,10 +61,10 @@ def score_pair(pair: io.Pair, max_pixels: int | None = None) -> tuple[dict, bool
   """
   gt = io.read_gt(pair.gt_path, max_pixels)
   pred = io.read_prediction(pair.pred_path, max_pixels)
-  resized = pred.shape != gt.shape
-  if resized:
-    pred = _resize_in_bands(pred, gt.shape)
-  return metrics.image_scores(pred, gt), resized
+  if pred.shape != gt.shape:
+    # The resized map is this function's own: it is normalised in place, one full-size float map.
+    return metrics.pixel_image_scores(_resize_in_bands(pred, gt.shape), gt, in_place=True), True
+  return metrics.image_scores(pred, gt), False
 
 
 def _resize_in_bands(pred: np.ndarray, shape: tuple[int, int], rows: int = 256) -> np.ndarray:

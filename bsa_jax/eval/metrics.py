@@ -43,23 +43,29 @@ WFM_KERNEL = 7
 # ------------------------------------------------------------------------------------------------
 # Input conventions.
 # ------------------------------------------------------------------------------------------------
-def normalize_prediction(pred: np.ndarray) -> np.ndarray:
-  """MATLAB's `mapminmax(im2double(pred))`: float64 in [0, 1]; constant maps stay unchanged."""
+def normalize_prediction(pred: np.ndarray, in_place: bool = False) -> np.ndarray:
+  """MATLAB's `mapminmax(im2double(pred))`: float64 in [0, 1]; constant maps stay unchanged.
+
+  With `in_place`, a float64 `pred` is normalised in its own memory and returned: for a caller
+  whose map is its own (the eval CLI's resized predictions), one full-size map instead of two.
+  """
   pred = np.asarray(pred)
   if pred.dtype == np.bool_:
     pred = pred.astype(np.uint8) * 255
   if pred.dtype == np.uint8:
     pred = pred / 255
   elif np.issubdtype(pred.dtype, np.floating):
-    pred = pred.astype(np.float64)
+    if not (in_place and pred.dtype == np.float64):
+      pred = pred.astype(np.float64)
     if not np.all(np.isfinite(pred)) or pred.min() < 0 or pred.max() > 1:
       raise ValueError("float predictions must be finite probabilities in [0, 1]; apply a sigmoid "
                        "to logits first")
   else:
     raise TypeError(f"prediction must be uint8, bool or float in [0, 1], got {pred.dtype}")
   lo, hi = pred.min(), pred.max()
-  if hi != lo:
-    pred = (pred - lo) / (hi - lo)
+  if hi != lo:  # (pred - lo) / (hi - lo), on an array that is ours (or given to us)
+    pred -= lo
+    pred /= hi - lo
   return pred
 
 
@@ -656,13 +662,15 @@ def binary_dice_iou(pred: np.ndarray, gt: np.ndarray, threshold: float = 0.5) ->
   return float(dice), float(iou)
 
 
-def pixel_image_scores(pred: np.ndarray, gt: np.ndarray) -> dict[str, np.ndarray]:
+def pixel_image_scores(pred: np.ndarray, gt: np.ndarray,
+                       in_place: bool = False) -> dict[str, np.ndarray]:
   """`image_scores` computed on the normalised float map pixel by pixel (any prediction dtype).
 
   The path for float predictions, and the reference the histogram path for uint8 maps is tested on.
+  `in_place`: a float64 pred is normalised in its own memory (`normalize_prediction`).
   """
   gt = _check_pair(np.asarray(pred), np.asarray(gt))
-  pred = normalize_prediction(pred)
+  pred = normalize_prediction(pred, in_place)
   fg = int(np.count_nonzero(gt))
   tp, pp = threshold_counts(quantize(pred), gt)
   dice, iou = dice_iou_curves(tp, pp, fg)
