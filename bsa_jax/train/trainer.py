@@ -28,6 +28,7 @@ from bsa_jax import models
 from bsa_jax.eval import curves
 from bsa_jax.eval import evaluate
 from bsa_jax.models import pretrained
+from bsa_jax.train import heap
 from bsa_jax.train import optim
 from bsa_jax.train import progress as progress_lib
 from bsa_jax.train import sharding as sharding_lib
@@ -165,9 +166,10 @@ def compile_steps(config: mlc.ConfigDict, run: Run, model, tx, schedule) -> Step
   # Polyp evaluations also score the coarse prediction (mDSC_coarse: what the ARM adds).
   train_fn, predict_fn = jit_steps(model, tx, schedule, config.train, mesh, state_sharding,
                                    with_coarse=config.eval.kind == "polyp", tta=config.eval.tta)
-  # One jitted step per training size of train.size_schedule (each compiled on first use).
-  train_at_size = functools.cache(lambda size: jit_steps(
-      model, tx, schedule, config.train, mesh, state_sharding, size=size)[0])
+  # One step per training size of train.size_schedule. Each is compiled on its first batch and the
+  # compiler's freed heap is released before it runs, so the step's buffers do not stack on it.
+  train_at_size = functools.cache(lambda size: heap.CompiledOnFirstCall(jit_steps(
+      model, tx, schedule, config.train, mesh, state_sharding, size=size)[0]))
   eval_bs = -(-config.eval.batch_size // run.num_devices) * run.num_devices
   evaluator = evaluate.get_evaluator(config.eval.kind)
 
@@ -181,7 +183,8 @@ def compile_steps(config: mlc.ConfigDict, run: Run, model, tx, schedule) -> Step
       return multihost_utils.process_allgather(logits, tiled=True)
     return evaluator(predict_all, eval_sets, batch_size=eval_bs, **kwargs)
 
-  return Steps(train=train_fn, train_at_size=train_at_size, evaluate=run_eval,
+  return Steps(train=heap.CompiledOnFirstCall(train_fn), train_at_size=train_at_size,
+               evaluate=run_eval,
                init=jax.jit(init_fn, out_shardings=state_sharding), abstract_state=abstract_state,
                state_sharding=state_sharding, base_rng=base_rng)
 
