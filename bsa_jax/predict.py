@@ -23,7 +23,9 @@ _INPUT = flags.DEFINE_multi_string(
     "input", None, "Image files and/or folders of images; repeat the flag or list them after it.")
 _OUTPUT = flags.DEFINE_string("output", None, "Folder for masks, probability maps and overlays.")
 _STEP = flags.DEFINE_string("step", "best", "Checkpoint: best (on validation), latest, or a step.")
-_TTA = flags.DEFINE_bool("tta", False, "Average with the horizontally flipped prediction.")
+_TTA = flags.DEFINE_bool(
+    "tta", False, "Average with the horizontally flipped prediction (a run trained with "
+    "config.eval.tta always predicts with its own flips, as its tables were scored).")
 _BATCH = flags.DEFINE_integer("batch_size", 8, "Images per forward pass.")
 _THRESHOLD = flags.DEFINE_float("threshold", 0.5, "Probability threshold for the binary mask.")
 _ATTENTION = flags.DEFINE_bool(

@@ -10,6 +10,7 @@ has the best validation score, step 30 is the latest. Then:
 """
 
 import functools
+import json
 import os
 import shutil
 
@@ -208,3 +209,23 @@ def test_attention_maps_are_each_images_module_energies(workdir, predicted, hand
     a, b = energies[ids[0], part], energies[ids[-1], part]
     apart = float(np.abs(a - b).mean())
     assert apart > 0.02, f"{part}: two different images gave the same map ({apart:.3g})"
+
+
+def test_a_run_trained_with_tta_predicts_with_its_own_flips_once(workdir, predicted, tmp_path):
+  """`config.eval.tta=hflip` in the run: `predict` gives what `--tta` gives on a run without it,
+  with or without `--tta` (the flip is never applied twice), and says which averaging it used."""
+  inputs, _, _, tta_out = predicted
+  run_dir = tmp_path / "run_with_tta"
+  shutil.copytree(workdir[0], run_dir)
+  saved = json.loads((run_dir / "config.json").read_text())
+  saved["eval"]["tta"] = "hflip"
+  (run_dir / "config.json").write_text(json.dumps(saved))
+  folder = os.path.dirname(next(iter(inputs.values())))
+  for asked in (False, True):
+    out = tmp_path / f"out_{asked}"
+    result = predict.run(str(run_dir), [folder], str(out), tta=asked, batch_size=4)
+    assert result["tta"] == "hflip"
+    for example_id in inputs:
+      got, want = _png(out / "probabilities" / f"{example_id}.png"), _png(
+          tta_out / "probabilities" / f"{example_id}.png")
+      assert np.abs(got - want).max() <= 1, example_id  # float32 noise, then 8-bit rounding

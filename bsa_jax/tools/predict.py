@@ -12,6 +12,7 @@ from bsa_jax import compile_cache
 from bsa_jax.data import preprocess
 from bsa_jax.data.io import DEFAULT_MAX_PIXELS, DataError, decode_rgb, rgb_rows
 from bsa_jax.eval import overlays as viz
+from bsa_jax.tools import segment
 from bsa_jax.tools import video
 from bsa_jax.tools.png_rows import PngRows
 from bsa_jax.tools.segment import predict_logits, probability_rows
@@ -220,4 +221,5 @@ def run(workdir: str, inputs: Sequence[str], output: str, *, step: str = "best",
   page = viz.write_index(output, entries, with_gt=False) if entries else None
   return {"predicted": len(entries) + frame_count, "skipped": skipped,
           "skip_reasons": skip_reasons(skipped), "index": page, "step": trained.step,
+          "tta": segment.tta_mode(trained, tta),
           "names": {p: names[p] for p in paths}, "streams": streamed["streams"]}

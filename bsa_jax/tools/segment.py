@@ -12,6 +12,14 @@ from bsa_jax.data import preprocess
 from bsa_jax.eval.metrics import resize_rows
 
 
+def tta_mode(trained, tta: bool) -> str:
+  """The flip averaging a prediction gets: the run's own (`config.eval.tta`, applied on the device
+  by the loaded model) or, when the run has none, the horizontal flip if `tta` asks for it."""
+  if trained.tta != "none":
+    return trained.tta
+  return "hflip" if tta else "none"
+
+
 def predict_probabilities(trained, images: Sequence[np.ndarray], tta: bool,
                           with_maps: bool = False) -> tuple[list[np.ndarray], dict]:
   """Foreground probability (H0, W0) per image at its original size, and the attention features."""
@@ -43,7 +51,7 @@ def predict_logits(trained, resized: Sequence[np.ndarray], tta: bool,
     logits = np.asarray(logits)[..., 0]  # (B, S, S)
   else:
     logits = trained.predict(inputs(batch))[..., 0]
-  if tta:
+  if tta_mode(trained, tta) == "hflip" and trained.tta == "none":  # not already in `predict`
     flipped = trained.predict(inputs(np.ascontiguousarray(batch[:, :, ::-1])))[..., 0][:, :, ::-1]
     logits = (logits + flipped) / 2
   return logits, maps

@@ -222,6 +222,7 @@ def segment_stream(trained, frames: Iterable[tuple[str, float, np.ndarray]], out
       "model_frames_per_second": (round(after_first / model_seconds, 2) if model_seconds > 0
                                   else None),
       "batch_size": batch_size, "threshold": threshold, "ema": ema, "tta": tta,
+      "tta_mode": segment.tta_mode(trained, tta),
       "checkpoint_step": int(trained.step), "outputs": {k: os.path.basename(v)
                                                        for k, v in paths.items()},
   }
