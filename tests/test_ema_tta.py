@@ -17,7 +17,7 @@ from bsa_jax import models
 from bsa_jax import train
 from bsa_jax.models import tta
 from bsa_jax.train import optim
-from bsa_jax.train import step as step_lib
+from bsa_jax.workdir import checkpoint as ckpt_lib
 from tests.test_attention import fast_jit
 
 
@@ -81,7 +81,7 @@ def test_evaluation_scores_the_moving_average():
                         image["image"], train=False)
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
   assert np.abs(np.asarray(got) - np.asarray(live)).max() > 1e-4
-  assert step_lib.eval_variables({k: v for k, v in state.items() if k != "ema"})["params"] is \
+  assert ckpt_lib.eval_variables({k: v for k, v in state.items() if k != "ema"})["params"] is \
       state["params"]
 
 

@@ -163,8 +163,8 @@ def test_predict_outputs_made_in_bands_equal_the_whole_image_computation(trained
     (image.resize((650, 431), Image.BILINEAR) if i else image).save(inputs / f"{i}.png")
   paths = sorted(str(p) for p in inputs.iterdir())
   images = [data.load_image(p) for p in paths]
-  trained = load.load_trained(workdir)
-  probs, _ = segment.predict_probabilities(trained, images, tta=True)  # predict's batch
+  trained = load.load_trained(workdir, tta=True)
+  probs, _ = segment.predict_probabilities(trained, images)  # predict's batch
   threshold = float(np.median(probs[1]))  # a tiny model's map may not cross 0.5: cut it in two
   monkeypatch.setattr(predict, "BAND_PIXELS", 5000)  # 7 rows of 650 pixels per band
   monkeypatch.setattr(predict, "HOLD_PIXELS", 0)  # the second image decoded again for its outputs

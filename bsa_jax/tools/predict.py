@@ -12,7 +12,6 @@ from bsa_jax import compile_cache
 from bsa_jax.data import preprocess
 from bsa_jax.data.io import DEFAULT_MAX_PIXELS, DataError, decode_rgb, rgb_rows
 from bsa_jax.eval import overlays as viz
-from bsa_jax.tools import segment
 from bsa_jax.tools import video
 from bsa_jax.tools.png_rows import PngRows
 from bsa_jax.tools.segment import predict_logits, probability_rows
@@ -170,7 +169,7 @@ def run(workdir: str, inputs: Sequence[str], output: str, *, step: str = "best",
   """
   from tqdm import tqdm  # progress bar only; keeps the import of this module light
   compile_cache.enable()  # a second prediction reads the compiled forward pass from disk
-  trained = inference.load_trained(workdir, step)
+  trained = inference.load_trained(workdir, step, tta=tta)
   streams = [i for i in inputs if video.is_video(i) or (frames and os.path.isdir(i))]
   streamed = video.run(workdir, streams, output, batch_size=batch_size, threshold=threshold,
                        ema=ema, write_masks=write_masks, tta=tta, fps=fps, trained=trained)
@@ -191,7 +190,7 @@ def run(workdir: str, inputs: Sequence[str], output: str, *, step: str = "best",
   held = 0  # pixels of the decoded images in `pending`
 
   def flush():
-    logits, maps = predict_logits(trained, [resized for _, resized, _ in pending], tta, attention)
+    logits, maps = predict_logits(trained, [resized for _, resized, _ in pending], attention)
     for i, (path, _, image) in enumerate(pending):
       if image is None:  # not kept while the batch filled: the same pixels, decoded again
         image = decode_rgb(path, max_pixels=max_pixels)
@@ -221,5 +220,5 @@ def run(workdir: str, inputs: Sequence[str], output: str, *, step: str = "best",
   page = viz.write_index(output, entries, with_gt=False) if entries else None
   return {"predicted": len(entries) + frame_count, "skipped": skipped,
           "skip_reasons": skip_reasons(skipped), "index": page, "step": trained.step,
-          "tta": segment.tta_mode(trained, tta),
+          "tta": trained.tta,
           "names": {p: names[p] for p in paths}, "streams": streamed["streams"]}

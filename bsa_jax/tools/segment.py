@@ -12,23 +12,16 @@ from bsa_jax.data import preprocess
 from bsa_jax.eval.metrics import resize_rows
 
 
-def tta_mode(trained, tta: bool) -> str:
-  """The flip averaging a prediction gets: the run's own (`config.eval.tta`, applied on the device
-  by the loaded model) or, when the run has none, the horizontal flip if `tta` asks for it."""
-  if trained.tta != "none":
-    return trained.tta
-  return "hflip" if tta else "none"
-
-
-def predict_probabilities(trained, images: Sequence[np.ndarray], tta: bool,
+def predict_probabilities(trained, images: Sequence[np.ndarray],
                           with_maps: bool = False) -> tuple[list[np.ndarray], dict]:
-  """Foreground probability (H0, W0) per image at its original size, and the attention features."""
+  """Foreground probability (H0, W0) per image at its original size, and the attention features.
+  Flip averaging, if any, is the loaded model's (`load_trained(..., tta=)`, `trained.tta`)."""
   resized = [preprocess.resize_image(im, trained.image_size) for im in images]
-  logits, maps = predict_logits(trained, resized, tta, with_maps)
+  logits, maps = predict_logits(trained, resized, with_maps)
   return [probability_rows(l, im.shape[:2]) for l, im in zip(logits, images)], maps
 
 
-def predict_logits(trained, resized: Sequence[np.ndarray], tta: bool,
+def predict_logits(trained, resized: Sequence[np.ndarray],
                    with_maps: bool = False) -> tuple[np.ndarray, dict]:
   """Foreground logits (B, S, S) of uint8 images already at the network's size S (bilinear,
   `preprocess.resize_image` or `resize_pil`), and the attention features if `with_maps`.
@@ -51,9 +44,6 @@ def predict_logits(trained, resized: Sequence[np.ndarray], tta: bool,
     logits = np.asarray(logits)[..., 0]  # (B, S, S)
   else:
     logits = trained.predict(inputs(batch))[..., 0]
-  if tta_mode(trained, tta) == "hflip" and trained.tta == "none":  # not already in `predict`
-    flipped = trained.predict(inputs(np.ascontiguousarray(batch[:, :, ::-1])))[..., 0][:, :, ::-1]
-    logits = (logits + flipped) / 2
   return logits, maps
 
 

@@ -136,7 +136,7 @@ def check_video(data: bytes, max_pixels: int, max_frames: int) -> None:
 
 def segment_image(trained, image: np.ndarray, threshold: float) -> dict[str, Any]:
   """Overlay, probability map and mask of one uint8 (H, W, 3) image, computed as `predict` does."""
-  (prob,), _ = segment.predict_probabilities(trained, [image], tta=False)  # (H, W) in [0, 1]
+  (prob,), _ = segment.predict_probabilities(trained, [image])  # (H, W) in [0, 1]
   mask = ((prob >= threshold) * 255).astype(np.uint8)  # exactly predict's masks/<stem>.png
   return {
       "kind": "image", "width": int(image.shape[1]), "height": int(image.shape[0]),
@@ -274,7 +274,7 @@ def create_app(trained, workdir: str, *, threshold: float = 0.5,
 
 def warm_up(trained) -> None:
   """Compiles the one-image predictor before the first visitor waits for it."""
-  segment.predict_probabilities(trained, [np.zeros((32, 32, 3), np.uint8)], tta=False)
+  segment.predict_probabilities(trained, [np.zeros((32, 32, 3), np.uint8)])
 
 
 def is_loopback(host: str) -> bool:

@@ -163,12 +163,11 @@ CSV_COLUMNS = ("frame", "source", "time_s", "predicted_area", "max_probability")
 
 def segment_stream(trained, frames: Iterable[tuple[str, float, np.ndarray]], out_dir: str, *,
                    name: str = "video", fps: float = DEFAULT_FPS, batch_size: int = 8,
-                   threshold: float = 0.5, ema: float = 0.0, write_masks: bool = False,
-                   tta: bool = False) -> dict:
+                   threshold: float = 0.5, ema: float = 0.0, write_masks: bool = False) -> dict:
   """Segments a stream of (label, time s, uint8 (H, W, 3)) frames; returns the summary (also saved).
 
   Args:
-    trained: a loaded run (`bsa_jax.workdir.load.load_trained`).
+    trained: a loaded run (`bsa_jax.workdir.load.load_trained`, whose `tta` sets the flip averaging).
     frames: the frames, read lazily (`read_video`, `read_frames`).
     out_dir: where `<name>_overlay.mp4`, `<name>_frames.csv`, `<name>_summary.json` go.
     name: prefix of the output files.
@@ -177,7 +176,6 @@ def segment_stream(trained, frames: Iterable[tuple[str, float, np.ndarray]], out
     threshold: probability threshold of the mask.
     ema: weight of the past in the temporal smoothing; 0 disables it.
     write_masks: also write each binary mask as `<name>_masks/<label>.png`.
-    tta: average with the horizontally flipped prediction, as `predict --tta`.
   """
   if not 0.0 <= ema < 1.0:
     raise ValueError(f"--ema={ema}: the weight of the past must be in [0, 1) (0 disables smoothing).")
@@ -197,7 +195,7 @@ def segment_stream(trained, frames: Iterable[tuple[str, float, np.ndarray]], out
     try:
       for batch in _batches(frames, batch_size):
         tick = time.perf_counter()
-        probs, _ = segment.predict_probabilities(trained, [f[2] for f in batch], tta)
+        probs, _ = segment.predict_probabilities(trained, [f[2] for f in batch])
         elapsed = time.perf_counter() - tick
         if first_batch_seconds is None:
           first_batch_seconds = elapsed  # includes compilation: kept out of the model's frames/s
@@ -221,8 +219,7 @@ def segment_stream(trained, frames: Iterable[tuple[str, float, np.ndarray]], out
       "frames_per_second": round(count / total, 2) if total > 0 else None,
       "model_frames_per_second": (round(after_first / model_seconds, 2) if model_seconds > 0
                                   else None),
-      "batch_size": batch_size, "threshold": threshold, "ema": ema, "tta": tta,
-      "tta_mode": segment.tta_mode(trained, tta),
+      "batch_size": batch_size, "threshold": threshold, "ema": ema, "tta": trained.tta,
       "checkpoint_step": int(trained.step), "outputs": {k: os.path.basename(v)
                                                        for k, v in paths.items()},
   }
@@ -240,12 +237,12 @@ def run(workdir: str, inputs: Sequence[str], output: str, *, step: str = "best",
   Unreadable frames of a folder are skipped and listed; a corrupt video stops at its last good frame
   with an error naming it.
   """
-  trained = trained or load_trained(workdir, step)
+  trained = trained or load_trained(workdir, step, tta=tta)
   results, skipped = {}, []
   for item in inputs:
     name = os.path.splitext(os.path.basename(os.path.normpath(item)))[0]
     options = dict(name=name, batch_size=batch_size, threshold=threshold, ema=ema,
-                   write_masks=write_masks, tta=tta)
+                   write_masks=write_masks)
     if is_video(item):
       rate = fps or video_fps(item)
       results[item] = segment_stream(trained, read_video(item), output, fps=rate, **options)

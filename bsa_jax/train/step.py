@@ -15,6 +15,7 @@ import optax
 from bsa_jax.models import tta as tta_lib
 from bsa_jax.train import losses
 from bsa_jax.train import sizes as sizes_lib
+from bsa_jax.workdir import checkpoint as ckpt_lib
 
 
 def init_state(model, tx, rng: jax.Array, image_size: int, ema: bool = False) -> dict[str, Any]:
@@ -41,13 +42,6 @@ def ema_decay(decay: float, step: jax.Array) -> jax.Array:
   so the average forgets the random init quickly in a short run."""
   t = step.astype(jnp.float32)
   return jnp.minimum(decay, (1.0 + t) / (10.0 + t))
-
-
-def eval_variables(state) -> dict:
-  """The variables evaluation uses: the moving average when the state keeps one, else the live ones."""
-  if "ema" in state:
-    return state["ema"]
-  return {"params": state["params"], "batch_stats": state["batch_stats"]}
 
 
 def model_inputs(batch: dict) -> dict:
@@ -97,15 +91,15 @@ def train_step(state, batch, base_rng, *, model, tx, schedule, train_config, siz
 
 
 def predict_step(state, inputs, *, model, with_coarse: bool = False, tta: str = "none"):
-  """Eval-mode logits (B, S, S, num_classes) at the network resolution, from `eval_variables` and
-  averaged over the flips of `tta` (`models.tta`).
+  """Eval-mode logits (B, S, S, num_classes) at the network resolution, from the evaluation weights
+  averaged over the flips of `tta` (`models.tta`); the weights are `checkpoint.eval_variables`.
 
   With `with_coarse` and a model whose aux holds 'coarse_logits' (BSA-Net's decoder output before
   the Attention Rendering Module, at stride 4), returns {'logits': ..., 'coarse': ...}: the coarse
   logits upsampled bilinearly to S×S, exactly as `arm='none'` would output them, so the evaluator
   can score what the ARM adds.
   """
-  variables = eval_variables(state)
+  variables = ckpt_lib.eval_variables(state)
 
   def apply(inputs):
     logits, aux = model.apply(variables, **inputs, train=False)

@@ -26,6 +26,13 @@ DAMAGED_DIR = "checkpoints_damaged"  # beside `checkpoints/`, out of Orbax's sig
 _KILL_DURING_SAVE_ENV = "BSA_FAULT_KILL_DURING_SAVE_AT_STEP"
 
 
+def eval_variables(state) -> dict:
+  """The variables evaluation uses from a train state (live or restored): its moving average when
+  the run keeps one (`state['ema']`, config.train.ema_decay), else the live params and statistics."""
+  source = state["ema"] if "ema" in state else state
+  return {"params": source["params"], "batch_stats": source.get("batch_stats", {})}
+
+
 @jax.jit
 def _all_finite(tree) -> jax.Array:
   leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)

@@ -16,7 +16,7 @@ import orbax.checkpoint as ocp
 from bsa_jax import cli
 from bsa_jax import config_lib
 from bsa_jax import models
-from bsa_jax.models import tta
+from bsa_jax.models import tta as tta_lib
 from bsa_jax.workdir import checkpoint as ckpt_lib
 
 
@@ -110,28 +110,28 @@ def restore_state(workdir: str, which: str, select_metric: str) -> tuple[int, st
     return chosen, selection, restored
 
 
-def load_trained(workdir: str, step: str = "best", tta_mode: str | None = None) -> Trained:
+def load_trained(workdir: str, step: str = "best", tta: bool = False) -> Trained:
   """Restores params and BatchNorm statistics of `step` and builds a jitted eval-mode predictor,
-  flip-averaged per `tta_mode` (None: the run's `config.eval.tta`)."""
+  flip-averaged as the run's `config.eval.tta` (how its tables were scored) or, for a run without,
+  over the horizontal flip if `tta`."""
   workdir = os.path.abspath(workdir)
   config = load_config(workdir)
   chosen, selection, restored = restore_state(workdir, step, config.eval.select_metric)
-  # The weights evaluation used: their moving average when the run kept one (config.train.ema_decay).
-  variables = restored.get("ema") or {"params": restored["params"],
-                                      "batch_stats": restored.get("batch_stats", {})}
-  variables = {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
+  variables = ckpt_lib.eval_variables(restored)
   model = models.build_model(config)
   variables = jax.tree.map(jnp.asarray, variables)
-  mode = tta.check_mode(tta_mode if tta_mode is not None else config.eval.tta)
+  mode = tta_lib.check_mode(config.eval.tta)
+  if mode == "none" and tta:
+    mode = "hflip"
 
-  apply = jax.jit(lambda v, inputs: tta.flip_averaged(
+  apply = jax.jit(lambda v, inputs: tta_lib.flip_averaged(
       lambda x: model.apply(v, **x, train=False)[0], inputs, mode))
 
   @jax.jit
   def apply_with_maps(v, inputs):  # the maps come from the plain (unflipped) pass
     logits, aux = model.apply(v, **inputs, train=False)
     if mode != "none":
-      logits = tta.flip_averaged(lambda x: model.apply(v, **x, train=False)[0], inputs, mode)
+      logits = tta_lib.flip_averaged(lambda x: model.apply(v, **x, train=False)[0], inputs, mode)
     return logits, {k: aux[k] for k in ATTENTION_MAPS if k in aux}
 
   return Trained(config=config, step=chosen, selection=selection, variables=variables, tta=mode,
