@@ -41,6 +41,24 @@ def _modules() -> dict[str, str]:
 MODULES = _modules()
 
 
+def _parse_all() -> dict[str, tuple[list[str], ast.AST]]:
+  """{path: (source lines, syntax tree)}, parsed once while the test file is collected.
+
+  Python 3.11.7's `ast` keeps one recursion counter per interpreter: parsing while another test's
+  leftover thread (Orbax, grain) also compiles code can raise "AST constructor recursion depth
+  mismatch". At collection time no such thread runs yet.
+  """
+  out = {}
+  for path in MODULES.values():
+    with open(path) as f:
+      source = f.read()
+    out[path] = (source.splitlines(), ast.parse(source))
+  return out
+
+
+PARSED = _parse_all()
+
+
 def _resolve(name: str) -> str | None:
   while name and name not in MODULES:
     name = name.rpartition(".")[0]
@@ -49,10 +67,7 @@ def _resolve(name: str) -> str | None:
 
 def _imports(module: str, path: str):
   """Yields (imported bsa_jax module, line number, is_function_local, source line)."""
-  with open(path) as f:
-    source = f.read()
-  lines = source.splitlines()
-  tree = ast.parse(source)
+  lines, tree = PARSED[path]
   local = set()
   for node in ast.walk(tree):
     if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
@@ -142,11 +157,9 @@ def test_function_local_imports_say_why():
       if is_local and "#" not in line:
         silent.append(f"{os.path.relpath(path, PACKAGE_DIR)}:{lineno}: {line.strip()}")
   # Third-party imports are listed by _imports only for bsa_jax targets; check all of them too.
-  for module, path in MODULES.items():
-    with open(path) as f:
-      source = f.read()
-    lines = source.splitlines()
-    for node in ast.walk(ast.parse(source)):
+  for path in MODULES.values():
+    lines, tree = PARSED[path]
+    for node in ast.walk(tree):
       if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
         for sub in ast.walk(node):
           if isinstance(sub, (ast.Import, ast.ImportFrom)) and "#" not in lines[sub.lineno - 1]:
