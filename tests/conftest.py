@@ -7,9 +7,12 @@ green by skipping. Without it (a developer's machine) such tests skip with the r
 by printing the skip count.
 """
 
+import atexit
 import os
 import runpy
+import shutil
 import sys
+import tempfile
 import warnings
 
 # Must be set before jax is imported anywhere: data-parallel tests need 8 CPU devices.
@@ -18,7 +21,12 @@ os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 from bsa_jax import xla_defaults  # noqa: E402  (imports nothing heavy)
 xla_defaults.apply()
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # timm must never try the network in tests
-os.environ["BSA_COMPILATION_CACHE"] = "off"  # no writes to ~/.cache (test_compile_cache.py: a tmp one)
+# JAX's persistent compilation cache, as the commands use it, but in a folder of this session only:
+# nothing is written to ~/.cache, and the many runs of the same tiny configs (launch.py processes
+# included, which inherit the variable) compile each program once. Removed when the session ends.
+_JAX_CACHE = tempfile.mkdtemp(prefix="bsa_jax_test_jax_cache_")
+atexit.register(shutil.rmtree, _JAX_CACHE, ignore_errors=True)
+os.environ["BSA_COMPILATION_CACHE"] = _JAX_CACHE
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # The project's machines keep the real datasets beside the repository (../shared/data); a user's
 # checkout points BSA_DATA_DIR at its own copy. Commands run by the tests inherit this.

@@ -1,8 +1,8 @@
 """JAX's persistent compilation cache (`bsa_jax/compile_cache.py`): where it lives, how it is turned
 off, that a second process is served from it, and that the commands turn it on.
 
-The test session runs with BSA_COMPILATION_CACHE=off (conftest.py); the two-process test turns it on
-in a temporary BSA_CACHE_DIR, so nothing is written to the user's home.
+The test session runs with BSA_COMPILATION_CACHE set to a folder of its own (conftest.py); the
+two-process test uses another, in a temporary BSA_CACHE_DIR, so nothing is written to the user's home.
 """
 
 import json
@@ -58,7 +58,17 @@ def test_second_process_is_served_from_the_cache(tmp_path):
   assert _entries(second["path"]) == written, "nothing new to write"
 
 
-def test_off_and_folder_override(monkeypatch, tmp_path):
+@pytest.fixture
+def jax_cache_unset():
+  """JAX's cache folder unset for the test (an earlier command of the session may have set it)."""
+  import jax
+  before = jax.config.jax_compilation_cache_dir
+  jax.config.update("jax_compilation_cache_dir", None)
+  yield
+  jax.config.update("jax_compilation_cache_dir", before)
+
+
+def test_off_and_folder_override(monkeypatch, tmp_path, jax_cache_unset):
   monkeypatch.setenv("BSA_CACHE_DIR", str(tmp_path))
   for value in ("off", "0", "false", "No", "none"):
     monkeypatch.setenv(compile_cache.ENV, value)
