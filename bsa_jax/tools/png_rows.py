@@ -9,7 +9,8 @@ the last row is in.
 
 Format (PNG specification, ISO/IEC 15948): signature, IHDR, IDAT chunks holding one zlib stream of
 filtered rows, IEND. Every row uses filter 2 ("Up": the difference with the row above), which
-compresses smooth images well and needs only the previous row.
+compresses smooth images well and needs only the previous row. Against pypng, which also streams
+rows but does not filter them: same memory, files 1.75-2.8x smaller (`bench/png_bench.py`, NOTES §11).
 """
 
 from __future__ import annotations
