@@ -24,6 +24,7 @@ import time
 
 import numpy as np
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # children run `-m bench...` here
 BAND_ROWS = 64
 # "pixels": the bands made and dropped, no file: the cost every writer row includes.
 WRITERS = ("pixels", "ours", "pypng", "pil")
@@ -149,7 +150,7 @@ def main(argv=None) -> None:
         for _ in range(args.repeats):
           out = subprocess.run([sys.executable, "-m", "bench.png_bench", f"--size={args.size}",
                                 f"--one={writer}:{mode}:{source}:{path}"], capture_output=True, text=True,
-                               check=True)
+                               check=True, cwd=REPO)
           runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
         seconds = float(np.median([r["seconds"] for r in runs]))
         peak = max(r["peak_rss_mb"] for r in runs)

@@ -323,3 +323,15 @@ def test_profile_attributes_instructions_to_what_and_where():
   assert profile_step.source("jit(train_step)/jvp(Model)/decoder/up1/jit(_resize)") == ("decoder/up1", "fwd")
   assert profile_step.source("jit(train_step)/jvp()/reduce_window_sum") == ("(loss)", "fwd")
   assert profile_step.source("jit(train_step)/add") == ("(optimizer, glue)", "fwd")
+
+
+def test_png_writers_benchmark_writes_the_same_pixels_with_each(capsys):
+  """bench/png_bench.py on a small real image: every writer's file decodes to the source pixels."""
+  pytest.importorskip("png")  # pypng, the reference (requirements-test.txt)
+  data_dir("kvasir_seg")
+  from bench import png_bench
+  png_bench.main(["--size=300"])
+  rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| 300²")]
+  written = [row for row in rows if "making the pixels" not in row]
+  assert len(written) == 6, rows  # ours, pypng, PIL for the RGB overlay and the grey mask
+  assert all(row.rstrip(" |").endswith("yes") for row in written), rows
