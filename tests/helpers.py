@@ -1,7 +1,9 @@
-"""Helpers shared by the model tests: shapes and parameter counts without compute, the first batch of a
-config's training set, and a few jitted train steps of a config's model on one batch."""
+"""Helpers shared by the tests: shapes and parameter counts without compute, the first batch of a
+config's training set, a few jitted train steps of a config's model on one batch, and a folder's
+file digests (to prove that nothing was rewritten)."""
 
 import functools
+import hashlib
 import os
 
 import jax
@@ -87,3 +89,14 @@ def train_on_batch(config, batch: dict, num_steps: int):
       unchanged = [jax.tree_util.keystr(p)
                    for p, m in jax.tree_util.tree_flatten_with_path(moved)[0] if not m]
   return history, unchanged
+
+
+def digest_tree(path: str) -> dict[str, str]:
+  """{file path relative to `path`: sha256} of every file under `path`."""
+  out = {}
+  for root, _, files in os.walk(path):
+    for name in files:
+      full = os.path.join(root, name)
+      with open(full, "rb") as f:
+        out[os.path.relpath(full, path)] = hashlib.sha256(f.read()).hexdigest()
+  return out

@@ -135,3 +135,52 @@ def test_eval_workdir_scores_what_the_trainer_scored_with_average_and_flips(tmp_
   (name, want), = saved["results"].items()
   for key, value in want.items():
     assert again[name][key] == pytest.approx(value, abs=1e-6), key
+
+
+def test_eval_workdir_screens_other_settings_on_validation_only(tiny_run, tmp_path, capsys):
+  """`--tta` / `--weights` score a finished run another way: validation only, nothing of the run
+  rewritten, overlays in their own folder; a run without an average refuses `--weights=ema`, and
+  its raw weights score what the trainer logged for that step."""
+  import os
+  import shutil
+  from bsa_jax import cli
+  from bsa_jax.eval import workdir as eval_workdir
+  from bsa_jax.workdir import metric_writer
+  from tests.helpers import digest_tree
+  workdir = str(tmp_path / "run")
+  shutil.copytree(tiny_run, workdir)
+  before = digest_tree(workdir)
+  with pytest.raises(cli.UserError, match=r"--split=val"):
+    eval_workdir.evaluate_workdir(workdir, tta="hflip", progress=False)
+  with pytest.raises(cli.UserError, match=r"no moving average"):
+    eval_workdir.evaluate_workdir(workdir, split="val", weights="ema", progress=False)
+  assert digest_tree(workdir) == before, "a refused evaluation wrote something"
+  raw = eval_workdir.evaluate_workdir(workdir, split="val", weights="raw", num_overlays=1,
+                                      progress=False)
+  flipped = eval_workdir.evaluate_workdir(workdir, split="val", tta="flips", num_overlays=1,
+                                          progress=False)
+  out = capsys.readouterr().out
+  assert "on val (weights-raw):" in out and "on val (tta-flips):" in out
+  step = int(out.split("Checkpoint step ")[1].split()[0])
+  logged = [r for r in metric_writer.read_jsonl(os.path.join(workdir, "metrics.jsonl"))
+            if r["step"] == step and "val/mDSC" in r][-1]
+  (name, scores), = raw.items()
+  for key in ("mDSC", "S_alpha", "F_beta_w", "MAE"):  # no average: raw = the weights validated
+    assert scores[key] == pytest.approx(logged[f"val/{key}"], abs=1e-6), key
+  assert flipped[name]["mDSC"] != scores["mDSC"]
+  changed = {path for path, digest in digest_tree(workdir).items() if before.get(path) != digest}
+  assert changed and all(path.startswith((os.path.join("overlays", "tta-flips", ""),
+                                          os.path.join("overlays", "weights-raw", "")))
+                         for path in changed), changed
+
+
+def test_eval_variables_picks_the_weights_asked_for():
+  live = {"params": {"w": 1.0}, "batch_stats": {"m": 2.0}}
+  average = {"params": {"w": 3.0}, "batch_stats": {"m": 4.0}}
+  with_ema = {**live, "ema": average}
+  assert ckpt_lib.eval_variables(with_ema) == average  # the run's own: its average
+  assert ckpt_lib.eval_variables(with_ema, "ema") == average
+  assert ckpt_lib.eval_variables(with_ema, "raw") == live
+  assert ckpt_lib.eval_variables(live) == live == ckpt_lib.eval_variables(live, "raw")
+  with pytest.raises(ValueError, match="run, raw, ema"):
+    ckpt_lib.eval_variables(live, "best")

@@ -6,7 +6,6 @@
   and move the damaged one aside (never deleted).
 """
 
-import hashlib
 import json
 import os
 import shutil
@@ -21,6 +20,7 @@ from bsa_jax.tools import predict
 from bsa_jax.workdir import checkpoint as ckpt_lib
 from bsa_jax.workdir import identity
 from bsa_jax.workdir import load
+from tests.helpers import digest_tree
 
 
 def _config(synthetic_root):
@@ -51,16 +51,6 @@ def _copy(run, tmp_path) -> str:
   dest = str(tmp_path / "run")
   shutil.copytree(run, dest)
   return dest
-
-
-def _digest_tree(path: str) -> dict[str, str]:
-  out = {}
-  for root, _, files in os.walk(path):
-    for name in files:
-      full = os.path.join(root, name)
-      with open(full, "rb") as f:
-        out[os.path.relpath(full, path)] = hashlib.sha256(f.read()).hexdigest()
-  return out
 
 
 def _truncate_largest_state_file(workdir: str, step: int) -> str:
@@ -141,14 +131,14 @@ def test_predict_command_takes_several_inputs_after_one_flag(finished_run, tmp_p
 def test_launch_on_a_finished_run_with_another_config_changes_nothing(finished_run, tmp_path, key,
                                                                       value):
   workdir = _copy(finished_run[0], tmp_path)
-  before = _digest_tree(workdir)
+  before = digest_tree(workdir)
   config = _config(finished_run[1].data.root)
   with config.unlocked():
     section, _, leaf = key.rpartition(".")
     (config[section] if section else config)[leaf] = value
   with pytest.raises(identity.ConfigChangedError, match=rf"{key}: .* \(stored\) vs .* \(now\)"):
     train.main(config, workdir)
-  assert _digest_tree(workdir) == before
+  assert digest_tree(workdir) == before
 
 
 def test_harmless_keys_may_differ_and_accepted_changes_are_recorded(finished_run, tmp_path):

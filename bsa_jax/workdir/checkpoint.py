@@ -26,10 +26,19 @@ DAMAGED_DIR = "checkpoints_damaged"  # beside `checkpoints/`, out of Orbax's sig
 _KILL_DURING_SAVE_ENV = "BSA_FAULT_KILL_DURING_SAVE_AT_STEP"
 
 
-def eval_variables(state) -> dict:
-  """The variables evaluation uses from a train state (live or restored): its moving average when
-  the run keeps one (`state['ema']`, config.train.ema_decay), else the live params and statistics."""
-  source = state["ema"] if "ema" in state else state
+WEIGHTS = ("run", "raw", "ema")  # which weights of a train state to evaluate
+
+
+def eval_variables(state, weights: str = "run") -> dict:
+  """The variables evaluation uses from a train state (live or restored). weights='run': its moving
+  average when the run keeps one (`state['ema']`, config.train.ema_decay), else the live params and
+  statistics; 'raw': the live ones; 'ema': the average (an error for a run without one)."""
+  if weights not in WEIGHTS:
+    raise ValueError(f"weights={weights!r}; choose from {', '.join(WEIGHTS)}.")
+  if weights == "ema" and "ema" not in state:
+    raise cli.UserError("this run keeps no moving average of its weights (config.train.ema_decay "
+                        "was 0); evaluate its own weights (weights 'run' or 'raw').")
+  source = state["ema"] if "ema" in state and weights != "raw" else state
   return {"params": source["params"], "batch_stats": source.get("batch_stats", {})}
 
 

@@ -110,18 +110,21 @@ def restore_state(workdir: str, which: str, select_metric: str) -> tuple[int, st
     return chosen, selection, restored
 
 
-def load_trained(workdir: str, step: str = "best", tta: bool = False) -> Trained:
+def load_trained(workdir: str, step: str = "best", tta: bool = False, *,
+                 flips: str | None = None, weights: str = "run") -> Trained:
   """Restores params and BatchNorm statistics of `step` and builds a jitted eval-mode predictor,
   flip-averaged as the run's `config.eval.tta` (how its tables were scored) or, for a run without,
-  over the horizontal flip if `tta`."""
+  over the horizontal flip if `tta`. `flips` (none/hflip/flips) replaces the run's averaging and
+  `weights` (run/raw/ema, `checkpoint.eval_variables`) picks the weights: settings other than the
+  run's own, for screening them on validation after training."""
   workdir = os.path.abspath(workdir)
   config = load_config(workdir)
   chosen, selection, restored = restore_state(workdir, step, config.eval.select_metric)
-  variables = ckpt_lib.eval_variables(restored)
+  variables = ckpt_lib.eval_variables(restored, weights)
   model = models.build_model(config)
   variables = jax.tree.map(jnp.asarray, variables)
-  mode = tta_lib.check_mode(config.eval.tta)
-  if mode == "none" and tta:
+  mode = tta_lib.check_mode(config.eval.tta if flips is None else flips)
+  if mode == "none" and tta and flips is None:
     mode = "hflip"
 
   apply = jax.jit(lambda v, inputs: tta_lib.flip_averaged(
