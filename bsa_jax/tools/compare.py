@@ -379,15 +379,18 @@ def with_budget_steps(request: dict, calibration: dict) -> dict:
 # ---------------------------------------------------------------- table
 
 def budget_title(budget: str, rows: Sequence[dict], minutes: float | None = None) -> str:
-  """E.g. 'CPU budget: 112 px (PraNet 128 px), 3 epochs, batch 16, from scratch', or with a
+  """E.g. 'CPU budget: 112 px (PraNet, SANet: 128 px), 3 epochs, batch 16, from scratch', or with a
   wall-clock budget '..., 20 min of training per model (steps: calibrated), ...'."""
   runs = [(r["label"], r["runs"][0]["budget"]) for r in rows if r["runs"]]
   if not runs:
     return BUDGET_TITLES[budget]
   sizes = [b["image_size"] for _, b in runs]
   common = max(set(sizes), key=sizes.count)
-  size = f"{common} px" + "".join(f" ({label} {b['image_size']} px)" for label, b in runs
-                                  if b["image_size"] != common)
+  others: dict[int, list[str]] = {}  # size -> the models trained at it, other than `common`
+  for label, b in runs:
+    if b["image_size"] != common:
+      others.setdefault(b["image_size"], []).append(label)
+  size = f"{common} px" + "".join(f" ({', '.join(labels)}: {s} px)" for s, labels in others.items())
   lengths = sorted({f"{b['num_steps']} steps" if (b["num_steps"] or -1) > 0
                     else f"{b['num_epochs']:g} epoch{'' if b['num_epochs'] == 1 else 's'}"
                     for _, b in runs})
