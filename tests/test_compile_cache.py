@@ -135,4 +135,5 @@ class _Flags:
   """The parsed flags `eval.workdir.main` reads."""
 
   def __init__(self, **values):
-    self.__dict__.update({"step": "best", "split": "test", "num_overlays": None, **values})
+    self.__dict__.update({"step": "best", "split": "test", "num_overlays": None, "tta": None,
+                          "weights": "run", **values})
