@@ -93,9 +93,12 @@ def write(writer: str, src: np.ndarray, mode: str, size: int, path: str) -> None
 def decoded_equal(path: str, mode: str, size: int) -> bool:
   """True if the file decodes (PIL) to exactly the scaled source pixels."""
   from PIL import Image
-  Image.MAX_IMAGE_PIXELS = None
-  with Image.open(path) as image:
-    decoded = np.asarray(image.convert(mode))
+  limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None  # our own file, however large
+  try:
+    with Image.open(path) as image:
+      decoded = np.asarray(image.convert(mode))
+  finally:
+    Image.MAX_IMAGE_PIXELS = limit
   return all(np.array_equal(decoded[i * BAND_ROWS:i * BAND_ROWS + len(band)], band)
              for i, band in enumerate(bands(source_image(mode), size)))
 
