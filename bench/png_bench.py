@@ -8,8 +8,10 @@ the file size, and whether the decoded pixels equal the source (checked band by 
   python -m bench.png_bench                     # 12000x12000 RGB overlay and grey mask
   python -m bench.png_bench --size=4000 --repeats=3
 
-The pixels are a real Kvasir-SEG image and its mask scaled up bilinearly, one band at a time, so the streaming writers never hold the whole picture. Each writer runs in its own
-process (`--one=...`) that imports only numpy, PIL and the writer, so that peak RSS is its own.
+The pixels are a real Kvasir-SEG image and its mask scaled up bilinearly, one band at a time, so
+the streaming writers never hold the whole picture. Each writer runs in its own
+process (`--one=...`) that imports only numpy, scipy, PIL and the writer (not jax), so that peak RSS
+is its own.
 """
 
 from __future__ import annotations
@@ -41,25 +43,17 @@ def source_image(mode: str) -> np.ndarray:
   return np.where(np.asarray(Image.open(example.mask).convert("L")) > 127, 255, 0).astype(np.uint8)
 
 
-def _taps(n_in: int, n_out: int, start: int = 0, stop: int | None = None):
-  """Source indices (i0, i1) and weights of linear interpolation from n_in to n_out samples."""
-  x = (np.arange(start, n_out if stop is None else stop) + 0.5) * (n_in / n_out) - 0.5
-  x = np.clip(x, 0, n_in - 1)
-  i0 = np.floor(x).astype(np.intp)
-  return i0, np.minimum(i0 + 1, n_in - 1), x - i0
-
-
 def bands(src: np.ndarray, size: int):
-  """Yields uint8 row bands of `src` scaled to (size, size) by bilinear interpolation: smooth
-  content like a large photograph's, with no two rows repeated (nearest-neighbour scaling would
-  repeat each row ~20 times, which flatters a writer that filters rows against the one above)."""
-  c0, c1, wc = _taps(src.shape[1], size)
-  wc = wc.reshape((1, -1) + (1,) * (src.ndim - 2))
+  """Yields uint8 row bands of `src` scaled to (size, size) bilinearly (`metrics.resize_rows`, the
+  eval CLI's band resize): smooth content like a large photograph's, with no two rows repeated
+  (nearest-neighbour scaling would repeat each row ~20 times, which flatters a writer that filters
+  rows against the one above)."""
+  from bsa_jax.eval.metrics import resize_rows  # numpy/scipy only
+  channels_first = src[None] if src.ndim == 2 else np.moveaxis(src, -1, 0)  # (C, h, w)
   for y0 in range(0, size, BAND_ROWS):
-    r0, r1, wr = _taps(src.shape[0], size, y0, min(y0 + BAND_ROWS, size))
-    wr = wr.reshape((-1, 1) + (1,) * (src.ndim - 2))
-    rows = src[r0] * (1 - wr) + src[r1] * wr  # (n, w, ...) float64
-    yield np.rint(rows[:, c0] * (1 - wc) + rows[:, c1] * wc).astype(np.uint8)
+    band = resize_rows(channels_first, (size, size), y0, min(y0 + BAND_ROWS, size))  # [0, 1]
+    band = np.rint(band * 255).astype(np.uint8)  # (C, n, size)
+    yield band[0] if src.ndim == 2 else np.moveaxis(band, 0, -1)
 
 
 def write(writer: str, src: np.ndarray, mode: str, size: int, path: str) -> None:
@@ -119,6 +113,7 @@ def run_one(writer: str, source: str, mode: str, size: int, path: str) -> dict:
   src = np.load(source)
   if writer == "pypng":
     import png  # noqa: F401  (imported before the baseline, as PIL and our writer are)
+  from bsa_jax.eval import metrics  # noqa: F401  (the band resize)
   from bsa_jax.tools import png_rows  # noqa: F401
   before = high_water_mb()
   start = time.perf_counter()
