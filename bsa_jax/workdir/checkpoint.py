@@ -56,11 +56,12 @@ class NoIntactCheckpointError(cli.UserError):
 def step_is_readable(step_dir: str) -> bool:
   """Whether the saved train state of a step directory can be read at all (no target structure),
   which tells a damaged checkpoint from one that does not fit the model being restored."""
-  try:
-    ocp.StandardCheckpointer().restore(os.path.join(step_dir, "state"))
-    return True
-  except Exception:  # noqa: BLE001 - any read failure means the files are damaged
-    return False
+  with ocp.StandardCheckpointer() as reader:  # closed on the way out, a failed read included
+    try:
+      reader.restore(os.path.join(step_dir, "state"))
+      return True
+    except Exception:  # noqa: BLE001 - any read failure means the files are damaged
+      return False
 
 
 def quarantine(directory: str, step: int, error: Exception) -> str:
