@@ -14,7 +14,7 @@ from bsa_jax.data import sources
 from bsa_jax.data import split_lists
 
 CONFIGS = sorted(glob.glob(os.path.join(config_lib.REPO_ROOT, "configs", "*.py")))
-ARGS = ("", "cpu", "small", "lowmem")
+ARGS = ("", "cpu", "cpu_hour", "small", "lowmem")
 BASELINES = ("unet", "unetpp", "pranet", "sanet", "ldnet")
 # The ImageNet checkpoint each full-protocol config starts from (issue #16: on by default where the
 # paper uses one); CPU-budget and small configs train from scratch.
@@ -95,7 +95,7 @@ def test_inits_are_imagenet_in_full_configs_and_scratch_in_cpu_budgets(spec):
   config = config_lib.load_config(spec)
   path, _, arg = spec.partition(":")
   expected = IMAGENET_INITS.get(os.path.basename(path), "")
-  if arg in ("cpu", "small") or arg.endswith((",cpu", ",small")):
+  if arg in ("cpu", "cpu_hour", "small") or arg.endswith((",cpu", ",small")):
     expected = ""
   if os.path.basename(path) == "paper_protocol.py" and arg:
     return  # '[model][,budget]': the model's own config decides (test_paper_protocol.py)
