@@ -60,6 +60,52 @@ def write_summary(workdir: str, seeds: Sequence[int], per_seed: Sequence[dict],
   return paths
 
 
+def _read_json(path: str, what_to_do: str) -> dict:
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except FileNotFoundError:
+    raise cli.UserError(f"{path} is not there; {what_to_do}") from None
+  except json.JSONDecodeError as e:
+    raise cli.UserError(f"{path} is not valid JSON ({e}); {what_to_do}") from None
+
+
+def summarize(workdir: str, seeds: Sequence[int]) -> list[str]:
+  """Writes the summary from finished seeds' `seed_<k>/results/test_metrics.json`, without training.
+
+  For seeds trained at different times or on different machines (each `seed_<k>/` holding at least
+  `config.json` and `results/`). Refuses seeds whose configs differ in more than the seed, or that
+  were tested on different data, since their mean would not describe one recipe.
+  """
+  per_seed, provenance, configs = [], [], []
+  for seed in seeds:
+    seed_dir = os.path.join(workdir, f"seed_{seed}")
+    todo = f"train seed {seed} first (--seeds={seed}) or copy its seed_{seed}/ folder in."
+    saved = _read_json(os.path.join(seed_dir, "results", "test_metrics.json"), todo)
+    config = _read_json(os.path.join(seed_dir, "config.json"), todo)
+    if config.get("seed") != int(seed):
+      raise cli.UserError(f"{seed_dir}/config.json was trained with seed {config.get('seed')}, not "
+                          f"{seed}; the folder is misnamed or holds another run.")
+    per_seed.append(saved["results"])
+    provenance.append(saved["provenance"])
+    configs.append({k: v for k, v in config.items() if k != "seed"})
+  for seed, config, prov in zip(seeds[1:], configs[1:], provenance[1:]):
+    if config != configs[0]:
+      differ = sorted(k for k in set(config) | set(configs[0]) if config.get(k) != configs[0].get(k))
+      raise cli.UserError(f"seed {seed}'s config differs from seed {seeds[0]}'s in more than the seed "
+                          f"(top-level keys {differ}); summarize seeds of one recipe only.")
+    if prov.get("datasets_sha256") != provenance[0].get("datasets_sha256"):
+      raise cli.UserError(f"seed {seed} was tested on other data than seed {seeds[0]} (their "
+                          "provenance's datasets_sha256 differ); their mean would mix test sets.")
+  return write_summary(workdir, seeds, per_seed, provenance, _columns(per_seed))
+
+
+def _columns(per_seed: Sequence[dict]) -> list[str]:
+  first = next(iter(per_seed[0].values()))
+  return [c for c in metrics_lib.METRIC_NAMES if c in first] or sorted(
+      k for k in first if k != "num_images")
+
+
 def run(config, workdir: str, seeds: Sequence[int], *, allow_config_change: bool = False) -> list[str]:
   """Trains and tests `config` once per seed, then writes the summary; returns its paths."""
   if not config.data.test:
@@ -75,7 +121,4 @@ def run(config, workdir: str, seeds: Sequence[int], *, allow_config_change: bool
       saved = json.load(f)
     per_seed.append(saved["results"])
     provenance.append(saved["provenance"])
-  first = next(iter(per_seed[0].values()))
-  columns = [c for c in metrics_lib.METRIC_NAMES if c in first] or sorted(
-      k for k in first if k != "num_images")
-  return write_summary(workdir, seeds, per_seed, provenance, columns)
+  return write_summary(workdir, seeds, per_seed, provenance, _columns(per_seed))
