@@ -19,6 +19,8 @@ import sys
 import time
 from typing import Any, Callable
 
+from bsa_jax import hostinfo
+
 RESULT_MARK = "BENCH_RESULT "
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # bench/ is at the top
 
@@ -134,18 +136,6 @@ def describe(spec: dict) -> str:
 # ------------------------------------------------------------------------------------------------
 # Machine facts (without importing jax or torch in the parent).
 # ------------------------------------------------------------------------------------------------
-def cpu_model() -> str:
-  """'model name' from /proc/cpuinfo, else platform.processor()."""
-  try:
-    with open("/proc/cpuinfo") as f:
-      for line in f:
-        if line.startswith("model name"):
-          return line.split(":", 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor() or "unknown"
-
-
 def memory_gib() -> float | None:
   try:
     with open("/proc/meminfo") as f:
@@ -178,7 +168,7 @@ def git_commit() -> str:
 
 def machine_info(threads: int) -> dict[str, Any]:
   return {
-      "cpu": cpu_model(),
+      "cpu": hostinfo.cpu_description(),  # name, family/model and vector width: VMs of one name differ
       "cores": os.cpu_count(),
       "threads_used": threads,
       "memory_gib": memory_gib(),

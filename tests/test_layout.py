@@ -14,7 +14,7 @@ PACKAGE_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__fil
 
 # Bottom to top; a room may import only from rooms of lower layers (and from itself).
 LAYERS = (
-    ("cli", "config_lib", "compile_cache", "xla_defaults"),  # shared by every command
+    ("cli", "config_lib", "compile_cache", "xla_defaults", "hostinfo"),  # shared by every command
     ("data", "models"),                    # datasets and pipelines; networks and weight porting
     ("workdir",),                          # a run folder: checkpoints, metric log, loading a run
     ("eval",),                             # metrics, evaluation of a model on data sets, tables

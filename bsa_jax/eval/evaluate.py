@@ -12,9 +12,11 @@ import re
 import subprocess
 from typing import Callable, Mapping
 
+import jax
 import numpy as np
 
 from bsa_jax import config_lib
+from bsa_jax import hostinfo
 from bsa_jax.eval import overlays as viz
 from bsa_jax.data import checksums
 from bsa_jax.data import sources
@@ -133,6 +135,8 @@ def provenance(config, *, checkpoint_step: int, selection: str) -> dict:
       "model": config.model_name,
       "init": init_description(config),
       "selection": selection,
+      "machine": f"{hostinfo.machine_line()}; {jax.device_count()} {jax.devices()[0].device_kind} "
+                 "device(s)",  # wall times and speeds depend on it
   }
   if config.train.get("ema_decay", 0.0) > 0:  # stated only when used, so older tables read the same
     prov["weights"] = f"exponential moving average, decay {config.train.ema_decay:g}"
