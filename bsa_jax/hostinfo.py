@@ -1,7 +1,7 @@
 """Which CPU a timing was measured on, in one line a reader can compare across results.
 
 Machines that share a name differ: two "AMD EPYC" 2-core VMs of this project measured 330 and 112
-GFLOP/s in float32 matmul (AVX-512 and AVX2), and every wall time scales with that. Results and
+GFLOP/s in float32 matmul (AVX-512 by that peak, and AVX2), and every wall time scales with that. Results and
 benchmark reports carry this line so a figure is read against the machine that produced it.
 """
 

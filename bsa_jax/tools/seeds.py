@@ -111,14 +111,9 @@ def run(config, workdir: str, seeds: Sequence[int], *, allow_config_change: bool
   if not config.data.test:
     raise cli.UserError("--seeds compares test results, but config.data.test is empty; name a test "
                         "set, e.g. --config.data.test=folder:/path/to/test_set.")
-  per_seed, provenance = [], []
   for seed in seeds:
     seed_config = config.copy_and_resolve_references()
     seed_config.seed = int(seed)
-    seed_dir = os.path.join(workdir, f"seed_{seed}")
-    train.main(seed_config, seed_dir, allow_config_change=allow_config_change)
-    with open(os.path.join(seed_dir, "results", "test_metrics.json")) as f:
-      saved = json.load(f)
-    per_seed.append(saved["results"])
-    provenance.append(saved["provenance"])
-  return write_summary(workdir, seeds, per_seed, provenance, _columns(per_seed))
+    train.main(seed_config, os.path.join(workdir, f"seed_{seed}"),
+               allow_config_change=allow_config_change)
+  return summarize(workdir, seeds)  # reads back what each seed wrote, with the same checks
