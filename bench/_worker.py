@@ -77,6 +77,9 @@ def run(spec: dict) -> dict:
   if kind in ("startup", "startup_step"):
     from bench import startup_bench
     return startup_bench.run(spec) if kind == "startup" else startup_bench.run_step(spec)
+  if kind == "profile":
+    from bench import profile_step
+    return profile_step.run(spec)
   if kind == "flags":
     from bench import flag_bench
     return flag_bench.run(spec)

@@ -191,6 +191,19 @@ def profile(spec: dict, steps: int = 5, warmup: int = 2) -> dict:
           "xla_flags": os.environ.get("XLA_FLAGS", ""), "trace_dir": trace_dir}
 
 
+def run(spec: dict) -> dict:
+  """Worker entry (the harness's `profile` section): the profile of spec's cell, cut to what the
+  report shows (`top` instructions and places), its trace directory removed."""
+  import shutil
+  result = profile(spec, steps=int(spec.get("steps", 5)), warmup=int(spec.get("warmup", 2)))
+  shutil.rmtree(result.pop("trace_dir"), ignore_errors=True)
+  top = int(spec.get("top", 20))
+  result["instructions"] = len(result["rows"])
+  result["rows"] = result["rows"][:top]
+  result["by_where"] = result["by_where"][:top]
+  return result
+
+
 def markdown(result: dict, top: int = 20) -> str:
   """The profile as Markdown: totals, the top instructions, and the sums per category and per place."""
   spec, total = result["spec"], result["instruction_ms"]

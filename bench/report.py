@@ -5,6 +5,8 @@ from __future__ import annotations
 import functools
 import math
 
+from bench import profile_step
+
 TABLE_HEADER = "| size | batch | dtype | train img/s |"  # first cells of section 1 (tests look for it)
 
 
@@ -276,6 +278,26 @@ def flags_md(s: dict) -> str:
   return "\n".join(out)
 
 
+def profile_md(s: dict) -> str:
+  """Each profiled cell's tables as `bench/profile_step.py` prints them, or the worker's error."""
+  out = ["## Profile: where the train step's time goes", "",
+         "`bench/profile_step.py` in a fresh worker per cell: the trainer's step on one device, "
+         "traced with `jax.profiler` after warm-up; every executed XLA instruction attributed "
+         "through the optimised HLO to what it computes and to the Flax module (forward or "
+         "backward) it comes from. Instruction time is summed over both cores, so shares are of "
+         f"that sum; top {s['top']} instructions and module paths."]
+  for cell in s["cells"]:
+    out.append("")
+    if "error" in cell:
+      out.append(unmeasured(f"### {cell['size']}² batch {cell['batch']}", cell["error"]))
+    else:
+      out.append(profile_step.markdown({**cell, "spec": {"variant": cell["variant"],
+                                                         "size": cell["size"],
+                                                         "batch": cell["batch"]}},
+                                       top=s["top"]).rstrip("\n"))
+  return "\n".join(out)
+
+
 def mfu_md(s: dict) -> str:
   out = ["## Model FLOP utilisation (train step)", ""]
   rows = []
@@ -302,7 +324,7 @@ def mfu_md(s: dict) -> str:
 
 RENDERERS = {"throughput": throughput_md, "torch": torch_md, "flops": flops_md,
              "metrics": metrics_md, "pipeline": pipeline_md, "scaling": scaling_md,
-             "startup": startup_md, "flags": flags_md, "mfu": mfu_md}
+             "startup": startup_md, "flags": flags_md, "profile": profile_md, "mfu": mfu_md}
 
 
 def markdown(results: dict) -> str:

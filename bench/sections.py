@@ -364,6 +364,21 @@ def flags(raw, plan: Plan) -> dict:
   return {"size": size, "batch": batch, "variant": plan.variant, "rows": rows}
 
 
+def profile(raw, plan: Plan) -> dict:
+  """One per-instruction profile per `plan.profile_cells` cell (bench/profile_step.py's result, cut
+  to its top rows), or the worker's error."""
+  by_cell = {(r["spec"]["size"], r["spec"]["batch"]): r for r in _index(raw, "profile")}
+  cells = []
+  for size, batch in plan.profile_cells:
+    r = by_cell.get((size, batch))
+    if r is None or "error" in r:
+      cells.append({"size": size, "batch": batch, "error": (r or {}).get("error", "not run")[-300:]})
+    else:
+      cells.append({"size": size, "batch": batch, **{k: v for k, v in r.items() if k != "spec"},
+                    "variant": r["spec"]["variant"]})
+  return {"cells": cells, "top": plan.profile_top}
+
+
 def _ratio(a, b) -> float:
   return a / b if np.isfinite(a) and np.isfinite(b) and b else math.nan
 
@@ -449,7 +464,7 @@ def goals(sections: dict) -> list[dict]:
 
 BUILDERS = {"throughput": throughput, "torch": torch_section, "flops": flops, "metrics": metrics,
             "pipeline": pipeline, "scaling": scaling, "startup": startup, "flags": flags,
-            "mfu": mfu}
+            "profile": profile, "mfu": mfu}
 
 
 def build(raw: list[dict], plan: Plan, names) -> dict:

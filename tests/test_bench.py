@@ -222,11 +222,11 @@ def test_warm_start_is_served_from_the_compilation_cache(quick):
 # ------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def gpu_quick(tmp_path_factory):
-  """The results dict of `--plan=gpu --quick` with the flags section added."""
+  """The results dict of `--plan=gpu --quick` with the flags and profile sections added."""
   out_dir = tmp_path_factory.mktemp("bench_gpu")
   json_path = str(out_dir / "results.json")
   proc = subprocess.run([sys.executable, "-m", "bsa_jax.bench", "--plan=gpu", "--quick",
-                         "--sections=throughput,mfu,flags",
+                         "--sections=throughput,mfu,flags,profile",
                          "--flag_set=--xla_cpu_experimental_ynn_fusion_type=", "--out", json_path,
                          "--md", str(out_dir / "RESULTS.md")], cwd=common.REPO_ROOT,
                         capture_output=True, text=True, timeout=3600)
@@ -268,6 +268,44 @@ def test_flag_study_compares_each_set_with_the_defaults(gpu_quick):
   for c in other["convs"]:
     _positive(c["median_s"], c["name"])
     assert c["grad_max_abs_diff"] <= 1e-3, c
+
+
+@pytest.mark.slow  # the whole harness end to end: ~5 min of XLA compiles per plan
+def test_profile_section_attributes_the_step_to_modules(gpu_quick):
+  """The `profile` section: the traced step's instructions, with time, category and module."""
+  s = gpu_quick["sections"]["profile"]
+  [cell] = s["cells"]
+  assert "error" not in cell, cell
+  assert (cell["size"], cell["batch"]) == plan_lib.GPU_QUICK.profile_cells[0]
+  assert 0 < len(cell["rows"]) <= s["top"] <= cell["instructions"]
+  for r in cell["rows"]:
+    _positive(r["ms_per_step"], r["name"])
+  assert sum(r["share"] for r in cell["rows"]) <= 1 + 1e-9
+  assert cell["rows"] == sorted(cell["rows"], key=lambda r: -r["ms_per_step"])
+  places = {where for (where, _), _ in cell["by_where"]}
+  assert any(p.startswith("isam") for p in places), places  # the Swin blocks, by their op_name
+  _positive(cell["untraced_wall_ms"], "wall time per step")
+  text = report.markdown(gpu_quick)
+  assert "## Profile: where the train step's time goes" in text
+  assert f"| 1 | `{cell['rows'][0]['name']}` |" in text
+
+
+def test_short_plan_measures_the_flag_study_and_the_profiles():
+  """`--plan=short` regenerates everything issue #15 asks of RESULTS.md in one command."""
+  specs = plan_lib.worker_specs(plan_lib.SHORT, plan_lib.SHORT.sections, threads=2, save_dir="/x")
+  profiles = [(s["size"], s["batch"]) for s in specs if s["kind"] == "profile"]
+  assert profiles == [(256, 16), (128, 16)]
+  assert sum(s["kind"] == "flags" for s in specs) == len(plan_lib.FLAG_SETS)
+  quick = plan_lib.worker_specs(plan_lib.QUICK, plan_lib.QUICK.sections, threads=2, save_dir="/x")
+  assert not {"profile", "flags"} & {s["kind"] for s in quick}
+
+
+def test_profile_section_reports_a_failed_worker():
+  raw = [{"spec": {"kind": "profile", "size": 256, "batch": 16}, "error": "Traceback ... OOM"}]
+  s = sections_lib.profile(raw, plan_lib.SHORT)
+  assert s["cells"][0]["error"].endswith("OOM") and s["cells"][1]["error"] == "not run"
+  text = report.profile_md(s)
+  assert "### 256² batch 16" in text and "**Traceback ... OOM**" in text
 
 
 def flag_bench_cases():
