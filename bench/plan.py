@@ -70,6 +70,9 @@ class Plan:
   flags_cell: tuple[int, int] = (128, 4)  # (size, batch) of the flag study's train step
   flag_sets: tuple[str, ...] = FLAG_SETS  # the first is the baseline (normally '': the defaults)
   profile_cells: tuple[tuple[int, int], ...] = ((256, 16), (128, 16))  # (size, batch) profiled
+  # Each cell is profiled as the commands run (our XLA defaults) and under XLA's own defaults, whose
+  # YNNPACK convolutions appear in the trace (XLA's own convolution emitters record no events).
+  profile_xla_defaults: tuple[bool, ...] = (True, False)
   profile_steps: int = 5  # traced steps per profile (after `warmup` untraced ones)
   profile_top: int = 20  # instructions and module paths listed per profile
   # (size, batch per device, dtype, devices) of the `mfu` section; devices ALL_DEVICES = every one.
@@ -238,8 +241,9 @@ def worker_specs(plan: Plan, sections, *, threads: int, save_dir: str) -> list[d
   if "flags" in sections:
     specs += [{**spec, **common} for spec in flag_specs(plan, save_dir)]
   if "profile" in sections:  # a traced run, apart from the timed cells
-    specs += [{"kind": "profile", "size": size, "batch": batch, "steps": plan.profile_steps,
-               "top": plan.profile_top, **common} for size, batch in plan.profile_cells]
+    specs += [{"kind": "profile", "size": size, "batch": batch, "xla_defaults": ours,
+               "steps": plan.profile_steps, "top": plan.profile_top, **common}
+              for size, batch in plan.profile_cells for ours in plan.profile_xla_defaults]
   if "torch" in sections:
     for size, batch in plan.main_cells():
       for mode in plan.torch_modes_at(size, batch):

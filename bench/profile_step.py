@@ -188,7 +188,8 @@ def profile(spec: dict, steps: int = 5, warmup: int = 2) -> dict:
           "instruction_ms": total_ms, "matched": sum(r["op"] != "?" for r in rows), "rows": rows,
           "by_category": sorted(by_category.items(), key=lambda kv: -kv[1]),
           "by_where": sorted(by_where.items(), key=lambda kv: -kv[1]),
-          "xla_flags": os.environ.get("XLA_FLAGS", ""), "trace_dir": trace_dir}
+          "xla_flags": os.environ.get("XLA_FLAGS", ""), "trace_dir": trace_dir,
+          "cores": len(os.sched_getaffinity(0))}
 
 
 def run(spec: dict) -> dict:
@@ -204,14 +205,19 @@ def run(spec: dict) -> dict:
   return result
 
 
-def markdown(result: dict, top: int = 20) -> str:
+def markdown(result: dict, top: int = 20, label: str = "") -> str:
   """The profile as Markdown: totals, the top instructions, and the sums per category and per place."""
   spec, total = result["spec"], result["instruction_ms"]
-  lines = [f"### Train step profile: {spec['variant']} {spec['size']}² batch {spec['batch']}",
+  cores = result.get("cores", 2)
+  coverage = total / (cores * result["traced_wall_ms"]) if result["traced_wall_ms"] else float("nan")
+  lines = [f"### Train step profile: {spec['variant']} {spec['size']}² batch {spec['batch']}"
+           + (f", {label}" if label else ""),
            "",
            f"Wall time per step {result['untraced_wall_ms']:.0f} ms untraced, "
            f"{result['traced_wall_ms']:.0f} ms traced; instruction time {total:.0f} ms per step "
-           f"(both cores). XLA_FLAGS: `{result['xla_flags'] or '(none)'}`.",
+           f"summed over {cores} cores ({coverage:.0%} of {cores} × the traced wall time; the rest is "
+           f"idle cores or work the trace does not record). "
+           f"XLA_FLAGS: `{result['xla_flags'] or '(none)'}`.",
            "", "| # | instruction | what | where | fwd/bwd | ms/step | share |",
            "|---:|---|---|---|---|---:|---:|"]
   for i, r in enumerate(result["rows"][:top], 1):

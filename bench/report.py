@@ -285,16 +285,21 @@ def profile_md(s: dict) -> str:
          "traced with `jax.profiler` after warm-up; every executed XLA instruction attributed "
          "through the optimised HLO to what it computes and to the Flax module (forward or "
          "backward) it comes from. Instruction time is summed over both cores, so shares are of "
-         f"that sum; top {s['top']} instructions and module paths."]
+         f"that sum; top {s['top']} instructions and module paths. Each cell twice: with the "
+         "project's XLA defaults (`bsa_jax/xla_defaults.py`, what the commands run), and with "
+         "XLA's own (YNNPACK convolutions), whose convolutions the trace records: XLA's own "
+         "convolution emitters, used under our defaults, record no events (bench/NOTES.md §8)."]
   for cell in s["cells"]:
+    label = ("our XLA defaults" if cell.get("xla_defaults", True) else
+             "XLA's own defaults (BSA_XLA_DEFAULTS=off)")
     out.append("")
     if "error" in cell:
-      out.append(unmeasured(f"### {cell['size']}² batch {cell['batch']}", cell["error"]))
+      out.append(unmeasured(f"### {cell['size']}² batch {cell['batch']}, {label}", cell["error"]))
     else:
       out.append(profile_step.markdown({**cell, "spec": {"variant": cell["variant"],
                                                          "size": cell["size"],
                                                          "batch": cell["batch"]}},
-                                       top=s["top"]).rstrip("\n"))
+                                       top=s["top"], label=label).rstrip("\n"))
   return "\n".join(out)
 
 

@@ -365,17 +365,20 @@ def flags(raw, plan: Plan) -> dict:
 
 
 def profile(raw, plan: Plan) -> dict:
-  """One per-instruction profile per `plan.profile_cells` cell (bench/profile_step.py's result, cut
-  to its top rows), or the worker's error."""
-  by_cell = {(r["spec"]["size"], r["spec"]["batch"]): r for r in _index(raw, "profile")}
+  """One per-instruction profile per `plan.profile_cells` cell and XLA-defaults choice
+  (bench/profile_step.py's result, cut to its top rows), or the worker's error."""
+  by_cell = {(r["spec"]["size"], r["spec"]["batch"], r["spec"].get("xla_defaults", True)): r
+             for r in _index(raw, "profile")}
   cells = []
   for size, batch in plan.profile_cells:
-    r = by_cell.get((size, batch))
-    if r is None or "error" in r:
-      cells.append({"size": size, "batch": batch, "error": (r or {}).get("error", "not run")[-300:]})
-    else:
-      cells.append({"size": size, "batch": batch, **{k: v for k, v in r.items() if k != "spec"},
-                    "variant": r["spec"]["variant"]})
+    for ours in plan.profile_xla_defaults:
+      key = {"size": size, "batch": batch, "xla_defaults": ours}
+      r = by_cell.get((size, batch, ours))
+      if r is None or "error" in r:
+        cells.append({**key, "error": (r or {}).get("error", "not run")[-300:]})
+      else:
+        cells.append({**key, **{k: v for k, v in r.items() if k != "spec"},
+                      "variant": r["spec"]["variant"]})
   return {"cells": cells, "top": plan.profile_top}
 
 

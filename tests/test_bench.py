@@ -274,8 +274,12 @@ def test_flag_study_compares_each_set_with_the_defaults(gpu_quick):
 def test_profile_section_attributes_the_step_to_modules(gpu_quick):
   """The `profile` section: the traced step's instructions, with time, category and module."""
   s = gpu_quick["sections"]["profile"]
-  [cell] = s["cells"]
-  assert "error" not in cell, cell
+  ours, xlas = s["cells"]
+  assert "error" not in ours and "error" not in xlas, s["cells"]
+  assert "ynn_fusion_type=reduce" in ours["xla_flags"] and "ynn_fusion_type" not in xlas["xla_flags"]
+  # Under XLA's own defaults the convolutions are YNNPACK calls, recorded in the trace.
+  assert any(c.startswith("library") for (c, _), _ in xlas["by_category"]), xlas["by_category"]
+  cell = ours
   assert (cell["size"], cell["batch"]) == plan_lib.GPU_QUICK.profile_cells[0]
   assert 0 < len(cell["rows"]) <= s["top"] <= cell["instructions"]
   for r in cell["rows"]:
@@ -293,8 +297,8 @@ def test_profile_section_attributes_the_step_to_modules(gpu_quick):
 def test_short_plan_measures_the_flag_study_and_the_profiles():
   """`--plan=short` regenerates everything issue #15 asks of RESULTS.md in one command."""
   specs = plan_lib.worker_specs(plan_lib.SHORT, plan_lib.SHORT.sections, threads=2, save_dir="/x")
-  profiles = [(s["size"], s["batch"]) for s in specs if s["kind"] == "profile"]
-  assert profiles == [(256, 16), (128, 16)]
+  profiles = [(s["size"], s["batch"], s["xla_defaults"]) for s in specs if s["kind"] == "profile"]
+  assert profiles == [(256, 16, True), (256, 16, False), (128, 16, True), (128, 16, False)]
   assert sum(s["kind"] == "flags" for s in specs) == len(plan_lib.FLAG_SETS)
   quick = plan_lib.worker_specs(plan_lib.QUICK, plan_lib.QUICK.sections, threads=2, save_dir="/x")
   assert not {"profile", "flags"} & {s["kind"] for s in quick}
@@ -303,9 +307,10 @@ def test_short_plan_measures_the_flag_study_and_the_profiles():
 def test_profile_section_reports_a_failed_worker():
   raw = [{"spec": {"kind": "profile", "size": 256, "batch": 16}, "error": "Traceback ... OOM"}]
   s = sections_lib.profile(raw, plan_lib.SHORT)
+  assert [c["xla_defaults"] for c in s["cells"]] == [True, False, True, False]
   assert s["cells"][0]["error"].endswith("OOM") and s["cells"][1]["error"] == "not run"
   text = report.profile_md(s)
-  assert "### 256² batch 16" in text and "**Traceback ... OOM**" in text
+  assert "### 256² batch 16, our XLA defaults" in text and "**Traceback ... OOM**" in text
 
 
 def flag_bench_cases():
@@ -333,6 +338,10 @@ def test_worker_xla_flags_and_visible_gpus(monkeypatch):
                            "--xla_force_host_platform_device_count=8 --c=2")
   assert flags == " ".join([*xla_defaults.flags(), "--c=2 --a=1 --b= --xla_force_host_platform_device_count=2"])
   assert worker.xla_flags({"devices": plan_lib.ALL_DEVICES}, "").endswith("device_count=1")
+  # XLA's own defaults for a worker whose parent (`cli.run`) already put ours in XLA_FLAGS.
+  inherited = xla_defaults.with_defaults("--c=2")
+  assert worker.xla_flags({"xla_defaults": False}, inherited) == (
+      "--c=2 --xla_force_host_platform_device_count=1")
   monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5,7")
   monkeypatch.setenv("HIP_VISIBLE_DEVICES", "")
   worker.limit_accelerators(2)
