@@ -17,10 +17,14 @@ from bsa_jax import xla_defaults
 
 def xla_flags(spec: dict, inherited: str) -> str:
   """XLA_FLAGS of the worker: the inherited ones, the run's `--xla_flags`, the flag study's set,
-  and the simulated host device count (`devices`; 'all' devices = 1 host device)."""
+  and the simulated host device count (`devices`; 'all' devices = 1 host device). The project's
+  defaults come first unless `spec['xla_defaults']` is False (XLA's own, as BSA_XLA_DEFAULTS=off)."""
   devices = max(1, int(spec.get("devices", 1)))
   flags = re.sub(r"--xla_force_host_platform_device_count=\S+", "", inherited)
-  flags = xla_defaults.with_defaults(flags)  # what the commands run with (BSA_XLA_DEFAULTS=off: not)
+  if spec.get("xla_defaults", True):
+    flags = xla_defaults.with_defaults(flags)  # what the commands run with (BSA_XLA_DEFAULTS=off: not)
+  else:  # XLA's own, even when the harness's own process (cli.run) put ours in XLA_FLAGS
+    flags = xla_defaults.without_defaults(flags)
   parts = [flags, spec.get("xla_flags", ""), spec.get("study_flags", ""),
            f"--xla_force_host_platform_device_count={devices}"]
   return " ".join(p.strip() for p in parts if p.strip())
@@ -77,6 +81,9 @@ def run(spec: dict) -> dict:
   if kind in ("startup", "startup_step"):
     from bench import startup_bench
     return startup_bench.run(spec) if kind == "startup" else startup_bench.run_step(spec)
+  if kind == "profile":
+    from bench import profile_step
+    return profile_step.run(spec)
   if kind == "flags":
     from bench import flag_bench
     return flag_bench.run(spec)

@@ -10,9 +10,10 @@ from __future__ import annotations
 import dataclasses
 
 SECTIONS = ("throughput", "torch", "flops", "metrics", "pipeline", "scaling", "startup")
-# Run only when asked for (`--sections=...`) or by a plan that lists them: the XLA flag study and
-# model FLOP utilisation against an accelerator's peak (the gpu plan's section).
-OPTIONAL_SECTIONS = ("flags", "mfu")
+# Run only when asked for (`--sections=...`) or by a plan that lists them: the XLA flag study, the
+# per-instruction profile of the train step (`bench/profile_step.py`) and model FLOP utilisation
+# against an accelerator's peak (the gpu plan's section).
+OPTIONAL_SECTIONS = ("flags", "profile", "mfu")
 ALL_SECTIONS = SECTIONS + OPTIONAL_SECTIONS
 ALL_DEVICES = 0  # a `devices` value: every device of the platform (every visible GPU)
 
@@ -68,6 +69,12 @@ class Plan:
   startup_cell: tuple[int, int] = (256, 16)  # (size, batch) of the cold vs warm start-up runs
   flags_cell: tuple[int, int] = (128, 4)  # (size, batch) of the flag study's train step
   flag_sets: tuple[str, ...] = FLAG_SETS  # the first is the baseline (normally '': the defaults)
+  profile_cells: tuple[tuple[int, int], ...] = ((256, 16), (128, 16))  # (size, batch) profiled
+  # Each cell is profiled as the commands run (our XLA defaults) and under XLA's own defaults, whose
+  # YNNPACK convolutions appear in the trace (XLA's own convolution emitters record no events).
+  profile_xla_defaults: tuple[bool, ...] = (True, False)
+  profile_steps: int = 5  # traced steps per profile (after `warmup` untraced ones)
+  profile_top: int = 20  # instructions and module paths listed per profile
   # (size, batch per device, dtype, devices) of the `mfu` section; devices ALL_DEVICES = every one.
   mfu_cells: tuple[tuple, ...] = ()
 
@@ -100,7 +107,8 @@ FULL = Plan(
     metrics_sets=("kvasir_seg:pranet_test", "cvc_colondb:all"), metrics_max_images=0,
     pipeline_cell=(256, 16), pipeline_batches=20, pipeline_workers=(0, 2),
     pipeline_train=("kvasir_seg:pranet_train",),
-    repeats=5, warmup=2, jobs=1, timeout_s=3600.0)
+    repeats=5, warmup=2, jobs=1, timeout_s=3600.0,
+    sections=SECTIONS + ("flags", "profile"))
 
 # The full grid in about half the time, for a 2-core CPU: 3 timed calls after 1 warm-up, bfloat16
 # only at 128 px, torch.compile only at 128 px batch 16 (each Inductor compile takes minutes here).
@@ -122,7 +130,8 @@ QUICK = dataclasses.replace(
     pipeline_cell=(32, 8), pipeline_batches=3,
     repeats=2, warmup=1, jobs=2, timeout_s=600.0,
     startup_cell=(32, 8), flags_cell=(32, 4),
-    flag_sets=("", "--xla_cpu_experimental_ynn_fusion_type="))
+    flag_sets=("", "--xla_cpu_experimental_ynn_fusion_type="),
+    profile_cells=((32, 8),), profile_steps=2, sections=SECTIONS)
 
 
 def _mfu_grid(sizes, batches, dtypes, devices):
@@ -145,7 +154,8 @@ GPU_QUICK = dataclasses.replace(
     GPU, name="gpu_quick", variant="tiny", sections=("throughput", "mfu"),
     main_sizes=(32,), main_batches=(4,), bf16_batches=(4,),
     mfu_cells=_mfu_grid((32,), (4,), ("float32", "bfloat16"), (1, 2)),
-    flags_cell=QUICK.flags_cell, flag_sets=QUICK.flag_sets,
+    flags_cell=QUICK.flags_cell, flag_sets=QUICK.flag_sets, profile_cells=((32, 4),),
+    profile_steps=2,
     repeats=2, warmup=1, jobs=2, timeout_s=600.0)
 
 PLANS = {"full": FULL, "short": SHORT, "quick": QUICK, "gpu": GPU, "gpu_quick": GPU_QUICK}
@@ -230,6 +240,10 @@ def worker_specs(plan: Plan, sections, *, threads: int, save_dir: str) -> list[d
     specs.append({"kind": "startup", "size": size, "batch": batch, **common})
   if "flags" in sections:
     specs += [{**spec, **common} for spec in flag_specs(plan, save_dir)]
+  if "profile" in sections:  # a traced run, apart from the timed cells
+    specs += [{"kind": "profile", "size": size, "batch": batch, "xla_defaults": ours,
+               "steps": plan.profile_steps, "top": plan.profile_top, **common}
+              for size, batch in plan.profile_cells for ours in plan.profile_xla_defaults]
   if "torch" in sections:
     for size, batch in plan.main_cells():
       for mode in plan.torch_modes_at(size, batch):

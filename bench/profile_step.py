@@ -188,17 +188,36 @@ def profile(spec: dict, steps: int = 5, warmup: int = 2) -> dict:
           "instruction_ms": total_ms, "matched": sum(r["op"] != "?" for r in rows), "rows": rows,
           "by_category": sorted(by_category.items(), key=lambda kv: -kv[1]),
           "by_where": sorted(by_where.items(), key=lambda kv: -kv[1]),
-          "xla_flags": os.environ.get("XLA_FLAGS", ""), "trace_dir": trace_dir}
+          "xla_flags": os.environ.get("XLA_FLAGS", ""), "trace_dir": trace_dir,
+          "cores": len(os.sched_getaffinity(0))}
 
 
-def markdown(result: dict, top: int = 20) -> str:
+def run(spec: dict) -> dict:
+  """Worker entry (the harness's `profile` section): the profile of spec's cell, cut to what the
+  report shows (`top` instructions and places), its trace directory removed."""
+  import shutil
+  result = profile(spec, steps=int(spec.get("steps", 5)), warmup=int(spec.get("warmup", 2)))
+  shutil.rmtree(result.pop("trace_dir"), ignore_errors=True)
+  top = int(spec.get("top", 20))
+  result["instructions"] = len(result["rows"])
+  result["rows"] = result["rows"][:top]
+  result["by_where"] = result["by_where"][:top]
+  return result
+
+
+def markdown(result: dict, top: int = 20, label: str = "") -> str:
   """The profile as Markdown: totals, the top instructions, and the sums per category and per place."""
   spec, total = result["spec"], result["instruction_ms"]
-  lines = [f"### Train step profile: {spec['variant']} {spec['size']}² batch {spec['batch']}",
+  cores = result.get("cores", 2)
+  coverage = total / (cores * result["traced_wall_ms"]) if result["traced_wall_ms"] else float("nan")
+  lines = [f"### Train step profile: {spec['variant']} {spec['size']}² batch {spec['batch']}"
+           + (f", {label}" if label else ""),
            "",
            f"Wall time per step {result['untraced_wall_ms']:.0f} ms untraced, "
            f"{result['traced_wall_ms']:.0f} ms traced; instruction time {total:.0f} ms per step "
-           f"(both cores). XLA_FLAGS: `{result['xla_flags'] or '(none)'}`.",
+           f"summed over {cores} cores ({coverage:.0%} of {cores} × the traced wall time; the rest is "
+           f"idle cores or work the trace does not record). "
+           f"XLA_FLAGS: `{result['xla_flags'] or '(none)'}`.",
            "", "| # | instruction | what | where | fwd/bwd | ms/step | share |",
            "|---:|---|---|---|---|---:|---:|"]
   for i, r in enumerate(result["rows"][:top], 1):

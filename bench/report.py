@@ -5,6 +5,8 @@ from __future__ import annotations
 import functools
 import math
 
+from bench import profile_step
+
 TABLE_HEADER = "| size | batch | dtype | train img/s |"  # first cells of section 1 (tests look for it)
 
 
@@ -276,6 +278,31 @@ def flags_md(s: dict) -> str:
   return "\n".join(out)
 
 
+def profile_md(s: dict) -> str:
+  """Each profiled cell's tables as `bench/profile_step.py` prints them, or the worker's error."""
+  out = ["## Profile: where the train step's time goes", "",
+         "`bench/profile_step.py` in a fresh worker per cell: the trainer's step on one device, "
+         "traced with `jax.profiler` after warm-up; every executed XLA instruction attributed "
+         "through the optimised HLO to what it computes and to the Flax module (forward or "
+         "backward) it comes from. Instruction time is summed over both cores, so shares are of "
+         f"that sum; top {s['top']} instructions and module paths. Each cell twice: with the "
+         "project's XLA defaults (`bsa_jax/xla_defaults.py`, what the commands run), and with "
+         "XLA's own (YNNPACK convolutions), whose convolutions the trace records: XLA's own "
+         "convolution emitters, used under our defaults, record no events (bench/NOTES.md §8)."]
+  for cell in s["cells"]:
+    label = ("our XLA defaults" if cell.get("xla_defaults", True) else
+             "XLA's own defaults (BSA_XLA_DEFAULTS=off)")
+    out.append("")
+    if "error" in cell:
+      out.append(unmeasured(f"### {cell['size']}² batch {cell['batch']}, {label}", cell["error"]))
+    else:
+      out.append(profile_step.markdown({**cell, "spec": {"variant": cell["variant"],
+                                                         "size": cell["size"],
+                                                         "batch": cell["batch"]}},
+                                       top=s["top"], label=label).rstrip("\n"))
+  return "\n".join(out)
+
+
 def mfu_md(s: dict) -> str:
   out = ["## Model FLOP utilisation (train step)", ""]
   rows = []
@@ -302,7 +329,7 @@ def mfu_md(s: dict) -> str:
 
 RENDERERS = {"throughput": throughput_md, "torch": torch_md, "flops": flops_md,
              "metrics": metrics_md, "pipeline": pipeline_md, "scaling": scaling_md,
-             "startup": startup_md, "flags": flags_md, "mfu": mfu_md}
+             "startup": startup_md, "flags": flags_md, "profile": profile_md, "mfu": mfu_md}
 
 
 def markdown(results: dict) -> str:

@@ -364,6 +364,24 @@ def flags(raw, plan: Plan) -> dict:
   return {"size": size, "batch": batch, "variant": plan.variant, "rows": rows}
 
 
+def profile(raw, plan: Plan) -> dict:
+  """One per-instruction profile per `plan.profile_cells` cell and XLA-defaults choice
+  (bench/profile_step.py's result, cut to its top rows), or the worker's error."""
+  by_cell = {(r["spec"]["size"], r["spec"]["batch"], r["spec"].get("xla_defaults", True)): r
+             for r in _index(raw, "profile")}
+  cells = []
+  for size, batch in plan.profile_cells:
+    for ours in plan.profile_xla_defaults:
+      key = {"size": size, "batch": batch, "xla_defaults": ours}
+      r = by_cell.get((size, batch, ours))
+      if r is None or "error" in r:
+        cells.append({**key, "error": (r or {}).get("error", "not run")[-300:]})
+      else:
+        cells.append({**key, **{k: v for k, v in r.items() if k != "spec"},
+                      "variant": r["spec"]["variant"]})
+  return {"cells": cells, "top": plan.profile_top}
+
+
 def _ratio(a, b) -> float:
   return a / b if np.isfinite(a) and np.isfinite(b) and b else math.nan
 
@@ -449,7 +467,7 @@ def goals(sections: dict) -> list[dict]:
 
 BUILDERS = {"throughput": throughput, "torch": torch_section, "flops": flops, "metrics": metrics,
             "pipeline": pipeline, "scaling": scaling, "startup": startup, "flags": flags,
-            "mfu": mfu}
+            "profile": profile, "mfu": mfu}
 
 
 def build(raw: list[dict], plan: Plan, names) -> dict:

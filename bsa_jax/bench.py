@@ -1,13 +1,15 @@
 """Benchmarks (issue #7): speed, memory and scaling of BSA-Net, side by side with PyTorch.
 
-  python -m bsa_jax.bench                      # full run (~1.5 h on 2 quiet CPU cores)
+  python -m bsa_jax.bench                      # full run (~2 h on 2 quiet CPU cores)
   python -m bsa_jax.bench --plan=short         # same grid, 3 repeats, bf16/torch.compile at 128 only
+                                               # (both: with the flag study and the step's profile)
   python -m bsa_jax.bench --quick              # smoke run of every section (~1.5 min)
   python -m bsa_jax.bench --sections=torch,flops --repeats=3
   python -m bsa_jax.bench --plan=gpu            # on a GPU machine: 256/352 px, batch 16/32 per GPU,
                                                 # bf16/fp32, 1 and all GPUs, FLOP utilisation
   python -m bsa_jax.bench --plan=gpu --quick    # the same code paths in minutes (a CPU runs it too)
   python -m bsa_jax.bench --plan=short --sections=flags          # the XLA flag study at 128 px, b4
+  python -m bsa_jax.bench --plan=short --sections=profile        # per-instruction step profiles
   python -m bsa_jax.bench --sections=throughput --xla_flags=--xla_cpu_use_onednn=true
   python -m bsa_jax.bench --report_only=bench/results.json   # rebuild the report, measure nothing
 

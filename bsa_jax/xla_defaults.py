@@ -34,6 +34,12 @@ def with_defaults(xla_flags: str, environ=None) -> str:
   return " ".join([*missing, xla_flags.strip()]).strip()
 
 
+def without_defaults(xla_flags: str) -> str:
+  """`xla_flags` with the default flags (exactly as `CPU_FLAGS` spells them) taken out: XLA's own
+  defaults, for a process whose parent already applied ours (the benchmark's workers)."""
+  return " ".join(f for f in xla_flags.split() if f not in CPU_FLAGS)
+
+
 def apply(environ=None) -> str:
   """Sets `XLA_FLAGS` in `environ` (default: this process's) to include the defaults; returns it."""
   environ = os.environ if environ is None else environ

@@ -222,11 +222,11 @@ def test_warm_start_is_served_from_the_compilation_cache(quick):
 # ------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def gpu_quick(tmp_path_factory):
-  """The results dict of `--plan=gpu --quick` with the flags section added."""
+  """The results dict of `--plan=gpu --quick` with the flags and profile sections added."""
   out_dir = tmp_path_factory.mktemp("bench_gpu")
   json_path = str(out_dir / "results.json")
   proc = subprocess.run([sys.executable, "-m", "bsa_jax.bench", "--plan=gpu", "--quick",
-                         "--sections=throughput,mfu,flags",
+                         "--sections=throughput,mfu,flags,profile",
                          "--flag_set=--xla_cpu_experimental_ynn_fusion_type=", "--out", json_path,
                          "--md", str(out_dir / "RESULTS.md")], cwd=common.REPO_ROOT,
                         capture_output=True, text=True, timeout=3600)
@@ -270,6 +270,49 @@ def test_flag_study_compares_each_set_with_the_defaults(gpu_quick):
     assert c["grad_max_abs_diff"] <= 1e-3, c
 
 
+@pytest.mark.slow  # the whole harness end to end: ~5 min of XLA compiles per plan
+def test_profile_section_attributes_the_step_to_modules(gpu_quick):
+  """The `profile` section: the traced step's instructions, with time, category and module."""
+  s = gpu_quick["sections"]["profile"]
+  ours, xlas = s["cells"]
+  assert "error" not in ours and "error" not in xlas, s["cells"]
+  assert "ynn_fusion_type=reduce" in ours["xla_flags"] and "ynn_fusion_type" not in xlas["xla_flags"]
+  # Under XLA's own defaults the convolutions are YNNPACK calls, recorded in the trace.
+  assert any(c.startswith("library") for (c, _), _ in xlas["by_category"]), xlas["by_category"]
+  cell = ours
+  assert (cell["size"], cell["batch"]) == plan_lib.GPU_QUICK.profile_cells[0]
+  assert 0 < len(cell["rows"]) <= s["top"] <= cell["instructions"]
+  for r in cell["rows"]:
+    _positive(r["ms_per_step"], r["name"])
+  assert sum(r["share"] for r in cell["rows"]) <= 1 + 1e-9
+  assert cell["rows"] == sorted(cell["rows"], key=lambda r: -r["ms_per_step"])
+  places = {where for (where, _), _ in cell["by_where"]}
+  assert any(p.startswith("isam") for p in places), places  # the Swin blocks, by their op_name
+  _positive(cell["untraced_wall_ms"], "wall time per step")
+  text = report.markdown(gpu_quick)
+  assert "## Profile: where the train step's time goes" in text
+  assert f"| 1 | `{cell['rows'][0]['name']}` |" in text
+
+
+def test_short_plan_measures_the_flag_study_and_the_profiles():
+  """`--plan=short` regenerates everything issue #15 asks of RESULTS.md in one command."""
+  specs = plan_lib.worker_specs(plan_lib.SHORT, plan_lib.SHORT.sections, threads=2, save_dir="/x")
+  profiles = [(s["size"], s["batch"], s["xla_defaults"]) for s in specs if s["kind"] == "profile"]
+  assert profiles == [(256, 16, True), (256, 16, False), (128, 16, True), (128, 16, False)]
+  assert sum(s["kind"] == "flags" for s in specs) == len(plan_lib.FLAG_SETS)
+  quick = plan_lib.worker_specs(plan_lib.QUICK, plan_lib.QUICK.sections, threads=2, save_dir="/x")
+  assert not {"profile", "flags"} & {s["kind"] for s in quick}
+
+
+def test_profile_section_reports_a_failed_worker():
+  raw = [{"spec": {"kind": "profile", "size": 256, "batch": 16}, "error": "Traceback ... OOM"}]
+  s = sections_lib.profile(raw, plan_lib.SHORT)
+  assert [c["xla_defaults"] for c in s["cells"]] == [True, False, True, False]
+  assert s["cells"][0]["error"].endswith("OOM") and s["cells"][1]["error"] == "not run"
+  text = report.profile_md(s)
+  assert "### 256² batch 16, our XLA defaults" in text and "**Traceback ... OOM**" in text
+
+
 def flag_bench_cases():
   """bench.flag_bench.CONV_CASES without importing jax into the test process's namespace early."""
   from bench import flag_bench  # imports jax (the session has it configured already)
@@ -295,6 +338,10 @@ def test_worker_xla_flags_and_visible_gpus(monkeypatch):
                            "--xla_force_host_platform_device_count=8 --c=2")
   assert flags == " ".join([*xla_defaults.flags(), "--c=2 --a=1 --b= --xla_force_host_platform_device_count=2"])
   assert worker.xla_flags({"devices": plan_lib.ALL_DEVICES}, "").endswith("device_count=1")
+  # XLA's own defaults for a worker whose parent (`cli.run`) already put ours in XLA_FLAGS.
+  inherited = xla_defaults.with_defaults("--c=2")
+  assert worker.xla_flags({"xla_defaults": False}, inherited) == (
+      "--c=2 --xla_force_host_platform_device_count=1")
   monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5,7")
   monkeypatch.setenv("HIP_VISIBLE_DEVICES", "")
   worker.limit_accelerators(2)

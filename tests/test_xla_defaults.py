@@ -29,6 +29,11 @@ def test_defaults_go_first_and_the_users_own_value_wins():
   assert environ["XLA_FLAGS"] == f"{_DEFAULT} --b=2"
 
 
+def test_without_defaults_takes_out_exactly_ours():
+  assert xla_defaults.without_defaults(xla_defaults.with_defaults("--a=1", {})) == "--a=1"
+  assert xla_defaults.without_defaults(f"{_NAME}= --a=1") == f"{_NAME}= --a=1"  # the user's own value
+
+
 def test_every_command_applies_them_before_its_main(monkeypatch):
   monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
   monkeypatch.delenv(xla_defaults.ENV, raising=False)
