@@ -215,7 +215,8 @@ def markdown(result: dict, top: int = 20, label: str = "") -> str:
            "",
            f"Wall time per step {result['untraced_wall_ms']:.0f} ms untraced, "
            f"{result['traced_wall_ms']:.0f} ms traced; instruction time {total:.0f} ms per step "
-           f"summed over {cores} cores ({coverage:.0%} of {cores} × the traced wall time; the rest is "
+           f"summed over {cores} core{'s' if cores != 1 else ''} ({coverage:.0%} of {cores} × the "
+           "traced wall time; the rest is "
            f"idle cores or work the trace does not record). "
            f"XLA_FLAGS: `{result['xla_flags'] or '(none)'}`.",
            "", "| # | instruction | what | where | fwd/bwd | ms/step | share |",
