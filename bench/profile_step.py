@@ -208,7 +208,7 @@ def run(spec: dict) -> dict:
 def markdown(result: dict, top: int = 20, label: str = "") -> str:
   """The profile as Markdown: totals, the top instructions, and the sums per category and per place."""
   spec, total = result["spec"], result["instruction_ms"]
-  cores = result.get("cores", 2)
+  cores = result["cores"]
   coverage = total / (cores * result["traced_wall_ms"]) if result["traced_wall_ms"] else float("nan")
   lines = [f"### Train step profile: {spec['variant']} {spec['size']}² batch {spec['batch']}"
            + (f", {label}" if label else ""),

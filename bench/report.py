@@ -284,8 +284,8 @@ def profile_md(s: dict) -> str:
          "`bench/profile_step.py` in a fresh worker per cell: the trainer's step on one device, "
          "traced with `jax.profiler` after warm-up; every executed XLA instruction attributed "
          "through the optimised HLO to what it computes and to the Flax module (forward or "
-         "backward) it comes from. Instruction time is summed over both cores, so shares are of "
-         f"that sum; top {s['top']} instructions and module paths. Each cell twice: with the "
+         "backward) it comes from. Instruction time is summed over the worker's cores, so shares "
+         f"are of that sum; top {s['top']} instructions and module paths. Each cell twice: with the "
          "project's XLA defaults (`bsa_jax/xla_defaults.py`, what the commands run), and with "
          "XLA's own (YNNPACK convolutions), whose convolutions the trace records: XLA's own "
          "convolution emitters, used under our defaults, record no events (bench/NOTES.md §8)."]
@@ -296,10 +296,7 @@ def profile_md(s: dict) -> str:
     if "error" in cell:
       out.append(unmeasured(f"### {cell['size']}² batch {cell['batch']}, {label}", cell["error"]))
     else:
-      out.append(profile_step.markdown({**cell, "spec": {"variant": cell["variant"],
-                                                         "size": cell["size"],
-                                                         "batch": cell["batch"]}},
-                                       top=s["top"], label=label).rstrip("\n"))
+      out.append(profile_step.markdown(cell, top=s["top"], label=label).rstrip("\n"))
   return "\n".join(out)
 
 

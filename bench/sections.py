@@ -377,8 +377,7 @@ def profile(raw, plan: Plan) -> dict:
       if r is None or "error" in r:
         cells.append({**key, "error": (r or {}).get("error", "not run")[-300:]})
       else:
-        cells.append({**key, **{k: v for k, v in r.items() if k != "spec"},
-                      "variant": r["spec"]["variant"]})
+        cells.append({**key, **r})
   return {"cells": cells, "top": plan.profile_top}
 
 
