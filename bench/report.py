@@ -300,6 +300,11 @@ def profile_md(s: dict) -> str:
   return "\n".join(out)
 
 
+def percent(x) -> str:
+  """A bold percentage, or '–' when missing (NaN in a fresh run, None in a results file)."""
+  return f"**{x:.1%}**" if x is not None and math.isfinite(x) else "–"
+
+
 def mfu_md(s: dict) -> str:
   out = ["## Model FLOP utilisation (train step)", ""]
   rows = []
@@ -313,7 +318,7 @@ def mfu_md(s: dict) -> str:
                  f"{r['device_count']} × {r['device_kind']}", fmt(r["images_per_s"]),
                  fmt(r["train_step_s"]), fmt(r["model_tflop"]), fmt(r["achieved_tflops"]),
                  fmt(r["achieved_tflops_per_device"]), fmt(r["peak_tflops_per_device"]),
-                 f"**{r['mfu']:.1%}**" if math.isfinite(r["mfu"]) else "–", r["peak"]])
+                 percent(r["mfu"]), r["peak"]])
   out += ["Model FLOPs per step: XLA's count of the lowered global train step (before partitioning "
           "over devices); `batch` images per device; utilisation = achieved FLOP/s / (devices × the "
           "device's datasheet peak for the dtype, `bench/gpu_peaks.py`; float32 against TF32 where "

@@ -188,6 +188,16 @@ def test_finite_or_none_makes_strict_json():
       "a": [1.0, None], "b": {"c": None, "d": "x"}}
 
 
+def test_mfu_table_renders_a_missing_utilisation_from_a_results_file():
+  """A saved results.json holds None where the run had NaN (unknown device peak)."""
+  row = {"size": 32, "batch_per_device": 8, "dtype": "float32", "devices": 1, "device_count": 1,
+         "device_kind": "cpu", "images_per_s": 10.0, "train_step_s": 0.8, "model_tflop": 0.1,
+         "achieved_tflops": 0.125, "achieved_tflops_per_device": 0.125,
+         "peak_tflops_per_device": None, "mfu": None, "peak": "unknown device"}
+  text = report.mfu_md({"rows": [row, dict(row, mfu=0.25, peak="datasheet")]})
+  assert "| – | unknown device |" in text and "| **25.0%** | datasheet |" in text
+
+
 def test_goals_follow_thresholds():
   built = {"pipeline": {"rows": [{"num_workers": 0, "ratio": 3.5}, {"num_workers": 2, "ratio": 1.0}]},
            "metrics": {"sets": {"x": {"speedup": float("nan")}}, "max_abs_diff": 0.0,
