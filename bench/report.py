@@ -10,6 +10,11 @@ from bench import profile_step
 TABLE_HEADER = "| size | batch | dtype | train img/s |"  # first cells of section 1 (tests look for it)
 
 
+def percent(x) -> str:
+  """A bold percentage, or '–' when missing (NaN in a fresh run, None in a results file)."""
+  return f"**{x:.1%}**" if x is not None and math.isfinite(x) else "–"
+
+
 def fmt(x, digits: int = 3) -> str:
   """A number with `digits` significant digits ('–' for missing/NaN); ints with separators."""
   if x is None or (isinstance(x, float) and not math.isfinite(x)):
@@ -151,7 +156,7 @@ def flops_md(s: dict) -> str:
           "lowered, unoptimised HLO is shown for reference.", ""]
   rows = [[r["size"], r["batch"], fmt(r["train_gflop"]), fmt(r.get("train_hlo_gflop")),
            fmt(r["predict_gflop"]), fmt(r["train_step_s"]), fmt(r["achieved_gflops_per_s"]),
-           f"**{r['fraction']:.1%}**"] for r in s["rows"]]
+           percent(r["fraction"])] for r in s["rows"]]
   out.append(table(["size", "batch", "train GFLOP/step", "(before XLA passes)", "infer GFLOP/call",
                     "train step s", "achieved GFLOP/s", "fraction of peak"], rows))
   return "\n".join(out)
@@ -242,7 +247,7 @@ def startup_md(s: dict) -> list[str]:
          "(cold), then again (warm). Lowering (tracing) is not cached.", "",
          table(["cache", "to first step s", "lower s", "train compile s", "first step s",
                 "cache hits / misses", "peak RSS MiB"], rows), "",
-         f"Warm / cold: **{s['warm_over_cold']:.1%}**; the cache held {s['cache_files']} files, "
+         f"Warm / cold: {percent(s['warm_over_cold'])}; the cache held {s['cache_files']} files, "
          f"{fmt(s['cache_mb'])} MiB."]
 
 
@@ -298,11 +303,6 @@ def profile_md(s: dict) -> str:
     else:
       out.append(profile_step.markdown(cell, top=s["top"], label=label).rstrip("\n"))
   return "\n".join(out)
-
-
-def percent(x) -> str:
-  """A bold percentage, or '–' when missing (NaN in a fresh run, None in a results file)."""
-  return f"**{x:.1%}**" if x is not None and math.isfinite(x) else "–"
 
 
 def mfu_md(s: dict) -> str:
